@@ -1,0 +1,53 @@
+"""Rank-GRPO for OpenRLHF: rank-level rewards, advantages and policy loss for LLM-based recommenders.
+
+Public API (stable names; see README):
+
+    newline_counts, rank_ids, rank_rewards, rank_advantages, token_advantages, rank_policy_loss,
+    Catalog, catalog_hits, parse_line, normalize_title, recall_at_k, ndcg_at_k
+
+Importing this package is cheap: it imports neither torch nor OpenRLHF until a name that needs it is used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "newline_counts": ".ranks",
+    "rank_ids": ".ranks",
+    "num_emitted_items": ".ranks",
+    "rank_rewards": ".rewards",
+    "REWARD_SCHEMES": ".rewards",
+    "rank_advantages": ".advantages",
+    "token_advantages": ".advantages",
+    "ADVANTAGE_SCALES": ".advantages",
+    "rank_policy_loss": ".loss",
+    "LOSS_AGGREGATIONS": ".loss",
+    "Catalog": ".recsys.catalog",
+    "CatalogError": ".recsys.catalog",
+    "load_pickle_catalog": ".recsys.catalog",
+    "catalog_hits": ".recsys.match",
+    "parse_line": ".recsys.parse",
+    "normalize_title": ".recsys.parse",
+    "split_ranks": ".recsys.parse",
+    "recall_at_k": ".recsys.metrics",
+    "ndcg_at_k": ".recsys.metrics",
+    "dcg_at_k": ".recsys.metrics",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rank_grpo_plugin' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_EXPORTS))

