@@ -1,0 +1,154 @@
+"""``rank-grpo report``: compare evaluation runs; also the Markdown/PNG writers ``evaluate`` uses."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Dict, Optional, Sequence
+
+from .common import CliError
+
+
+def add_parser(sub: "argparse._SubParsersAction") -> None:
+    p = sub.add_parser("report", help="compare evaluation runs (metrics.json files)",
+                       description="Print a Markdown table comparing runs and optionally write it with a "
+                                   "side-by-side per-rank hit-rate plot.")
+    p.add_argument("runs", nargs="+", help="metrics.json files written by 'rank-grpo evaluate' (or their dirs)")
+    p.add_argument("--names", nargs="*", help="display names (default: each run's name)")
+    p.add_argument("--out", help="directory for report.md and per_rank.png")
+    p.set_defaults(func=run)
+
+
+def load_run(path: str) -> Dict:
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            run = json.load(f)
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise CliError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(run, dict) or "summary" not in run or "metrics" not in run.get("summary", {}):
+        raise CliError(f"{path}: not a metrics.json from 'rank-grpo evaluate' (no summary.metrics)")
+    run.setdefault("name", os.path.basename(os.path.dirname(os.path.abspath(path))))
+    return run
+
+
+def _f(x: Optional[float]) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def summary_markdown(run: Dict) -> str:
+    """One run: metrics per k in both protocols, then diagnostics."""
+    s, cfg = run["summary"], run.get("config", {})
+    m = s["metrics"]
+    ks = cfg.get("ks") or sorted({int(n.split("@")[1]) for n in m})
+    lines = [f"## {run.get('name', 'run')}", ""]
+    src = cfg.get("model") or cfg.get("predictions") or "?"
+    lines += [f"- outputs: `{src}`" + (f" (backend {cfg['backend']})" if cfg.get("backend") else ""),
+              f"- data: `{cfg.get('data', '?')}`, catalog: `{cfg.get('catalog', '?')}`",
+              f"- rows: {s['rows']} ({cfg.get('conversations', '?')} conversations, "
+              f"mean ground truth {s['mean_groundtruth']:.2f})"]
+    timing = run.get("timing") or {}
+    if timing.get("generation_s") is not None:
+        lines.append(f"- generation: {timing['generation_s']:.1f}s for {cfg.get('conversations')} lists")
+    lines += ["", "| k | Recall@k (paper) | NDCG@k (paper) | Recall@k (rank-aligned) | NDCG@k (rank-aligned) |",
+              "|---|---|---|---|---|"]
+    for k in ks:
+        lines.append(f"| {k} | {_f(m.get(f'paper/recall@{k}'))} | {_f(m.get(f'paper/ndcg@{k}'))} | "
+                     f"{_f(m.get(f'rank/recall@{k}'))} | {_f(m.get(f'rank/ndcg@{k}'))} |")
+    lines += ["", "| diagnostic | value |", "|---|---|",
+              f"| format compliance (parsed / non-blank lines) | {s['format_rate']:.3f} |",
+              f"| in-catalog rate (of parsed items) | {s['in_catalog_rate']:.3f} |",
+              f"| duplicate rate (of parsed items) | {s['duplicate_rate']:.3f} |",
+              f"| seen-item rate (of parsed items) | {s['seen_rate']:.3f} |",
+              f"| lists with exactly {cfg.get('k', 20)} items | {s['exact_k_rate']:.3f} |",
+              f"| mean parsed items / filtered length | {s['mean_items']:.2f} / {s['mean_filtered_length']:.2f} |",
+              ""]
+    hist = s.get("length_histogram", {})
+    if hist:
+        lines += ["List lengths (parsed items: lists): " + ", ".join(f"{k}: {v}" for k, v in hist.items()), ""]
+    rates = s.get("per_rank_hit_rate", [])
+    if rates:
+        lines += ["Per-rank hit rate (rank-aligned), ranks 1..%d: " % len(rates)
+                  + " ".join(f"{r:.3f}" for r in rates), ""]
+    return "\n".join(lines)
+
+
+def comparison_markdown(runs: Sequence[Dict], names: Sequence[str]) -> str:
+    ks = sorted({int(n.split("@")[1]) for r in runs for n in r["summary"]["metrics"]})
+    head = ["run", "rows"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + \
+        [f"N@{ks[-1]} rank-aligned", "in-catalog", "format", "dup", "exact-K"]
+    lines = ["Paper protocol (R = Recall, N = NDCG) unless marked rank-aligned.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r, name in zip(runs, names):
+        s, m = r["summary"], r["summary"]["metrics"]
+        cells = [name, str(s["rows"])] + [_f(m.get(f"paper/recall@{k}")) for k in ks] + \
+            [_f(m.get(f"paper/ndcg@{k}")) for k in ks] + [_f(m.get(f"rank/ndcg@{ks[-1]}")),
+                                                          f"{s['in_catalog_rate']:.3f}", f"{s['format_rate']:.3f}",
+                                                          f"{s['duplicate_rate']:.3f}", f"{s['exact_k_rate']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_rank(runs: Sequence[Dict], names: Sequence[str], path: str) -> Optional[str]:
+    """Grouped bars of per-rank hit rate (rank-aligned), one colour per run; None when matplotlib is absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[rank-grpo] matplotlib not installed: no PNG plot (pip install matplotlib)", file=sys.stderr)
+        return None
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [3, 2]})
+    n = len(runs)
+    width = 0.8 / max(n, 1)
+    for i, (r, name) in enumerate(zip(runs, names)):
+        rates = r["summary"]["per_rank_hit_rate"]
+        xs = [j + 1 + (i - (n - 1) / 2) * width for j in range(len(rates))]
+        ax1.bar(xs, rates, width=width, label=name)
+        fmt = r["summary"].get("per_rank_format_rate")
+        if fmt:
+            ax2.plot(range(1, len(fmt) + 1), fmt, marker="o", ms=3, label=name)
+    ax1.set_xlabel("rank (line of the list)")
+    ax1.set_ylabel("hit rate")
+    ax1.set_title("Per-rank hit rate (rank-aligned)")
+    ax1.set_xticks(range(1, len(runs[0]["summary"]["per_rank_hit_rate"]) + 1))
+    k = len(runs[0]["summary"]["per_rank_hit_rate"])
+    ax2.set_xticks(range(1, k + 1, 2 if k > 10 else 1))
+    ax2.set_xlabel("rank (line of the list)")
+    ax2.set_ylabel("share of lists")
+    ax2.set_ylim(0, 1.05)
+    ax2.set_title("Line parses as 'Title (Year)'")
+    for ax in (ax1, ax2):
+        ax.grid(axis="y", alpha=0.3)
+        if n > 1 or ax is ax1:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import write_atomic
+
+    runs = [load_run(p) for p in args.runs]
+    names = list(args.names or [])
+    if names and len(names) != len(runs):
+        raise CliError(f"--names has {len(names)} names for {len(runs)} runs")
+    names = names or [r.get("name", f"run{i + 1}") for i, r in enumerate(runs)]
+    text = comparison_markdown(runs, names)
+    print(text)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        body = "# Rank-GRPO evaluation report\n\n" + text + "\n" + "\n".join(summary_markdown(r) for r in runs)
+        write_atomic(os.path.join(args.out, "report.md"), body)
+        png = plot_per_rank(runs, names, os.path.join(args.out, "per_rank.png"))
+        print(f"wrote {os.path.join(args.out, 'report.md')}" + (f" and {png}" if png else ""), file=sys.stderr)
+    return 0

@@ -1,0 +1,280 @@
+"""Reading and validating conversational-recommendation rows (Reddit-v2 / ReDial shape).
+
+A row holds a chat prompt, the ground-truth items, the titles already seen in the conversation and, for SFT,
+a target list::
+
+    {"prompt": [{"role": "user", "content": "..."}],          # or a plain string (becomes one user message)
+     "completion": [{"role": "assistant", "content": "A (2001)\\nB (1999)..."}],  # or a plain string
+     "seen_titles": ["Super Troopers"],
+     "groundtruth_with_release_year": [["Police Academy", "1984"]]}
+
+Inputs: JSONL, a JSON list, or a directory written by ``datasets.Dataset.save_to_disk`` (``datasets`` is
+imported only for that case). Every row is checked; errors name the file, the row (line number for JSONL,
+1-based index otherwise) and the field. Also the writer used by the CLI: :func:`write_atomic`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from .recsys.catalog import parse_year
+
+__all__ = ["DataError", "Fields", "Row", "check_record", "completion_text", "default_data_dir", "dump_rows",
+           "iter_records", "label_json", "load_rows", "write_atomic", "ROLES"]
+
+ROLES = ("system", "user", "assistant")
+
+
+def default_data_dir() -> Optional[Path]:
+    """The shared data folder: ``$RANK_GRPO_DATA`` if set, else ``../shared/data`` next to the source checkout
+    (the project root's sibling), else None."""
+    env = os.environ.get("RANK_GRPO_DATA")
+    if env:
+        return Path(env)
+    cand = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return cand if cand.is_dir() else None
+
+
+class DataError(ValueError):
+    """Bad input rows; the message names file, row and field."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Names of the input fields (the official Reddit-v2 names by default). ``seen=""`` means no seen field."""
+
+    prompt: str = "prompt"
+    completion: str = "completion"
+    seen: str = "seen_titles"
+    groundtruth: str = "groundtruth_with_release_year"
+
+
+@dataclass
+class Row:
+    where: str  # "file: line 3" / "dir: row 3"
+    prompt: List[Dict[str, str]]
+    groundtruth: List[Tuple[str, int]]
+    seen: List[str]
+    completion: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def prompt_key(self) -> str:
+        """Identity of the conversation (rows repeat once per responding user)."""
+        return json.dumps(self.prompt, ensure_ascii=False, sort_keys=True)
+
+
+def label_json(groundtruth: Sequence[Tuple[str, int]], seen: Sequence[str]) -> str:
+    """The RL label the reward reads: ``{"groundtruth": [[title, year], ...], "seen": [title, ...]}``."""
+    return json.dumps({"groundtruth": [[t, y] for t, y in groundtruth], "seen": list(seen)}, ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def iter_records(path: str, split: Optional[str] = None) -> Iterator[Tuple[str, Any]]:
+    """Yield ``(where, record)`` for each row of a JSONL / JSON list / save_to_disk directory."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        yield from _disk_records(path, split)
+        return
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file or directory")
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, encoding="utf-8") as f:
+        if ext == ".json":
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: not valid JSON: {e}") from None
+            if isinstance(data, dict):  # {"data": [...]} / {"rows": [...]} style
+                lists = [v for v in data.values() if isinstance(v, list)]
+                if len(lists) != 1:
+                    raise DataError(f"{path}: expected a JSON list of rows (or an object holding one list)")
+                data = lists[0]
+            if not isinstance(data, list):
+                raise DataError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
+            for i, rec in enumerate(data, 1):
+                yield f"{path}: row {i}", rec
+            return
+        if ext not in (".jsonl", ".ndjson", ""):
+            raise DataError(f"{path}: unknown data format {ext!r}; use .jsonl, .json or a save_to_disk directory")
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {n}: not valid JSON: {e}") from None
+            yield f"{path}: line {n}", rec
+
+
+def _disk_records(path: str, split: Optional[str]) -> Iterator[Tuple[str, Any]]:
+    try:
+        from datasets import Dataset, DatasetDict, load_from_disk
+    except ImportError:
+        raise DataError(f"{path}: reading a save_to_disk directory needs the 'datasets' package") from None
+    try:
+        ds = load_from_disk(path)
+    except Exception as e:  # not a dataset directory
+        raise DataError(f"{path}: not a datasets save_to_disk directory ({e})") from None
+    where = path
+    if isinstance(ds, DatasetDict):
+        names = list(ds.keys())
+        if split is None:
+            if len(names) != 1:
+                raise DataError(f"{path}: holds splits {names}; choose one with --split")
+            split = names[0]
+        if split not in ds:
+            raise DataError(f"{path}: no split {split!r}; available: {names}")
+        ds = ds[split]
+        where = f"{path}[{split}]"
+    elif split is not None and not isinstance(ds, Dataset):
+        raise DataError(f"{path}: unexpected dataset type {type(ds).__name__}")
+    for i, rec in enumerate(ds, 1):
+        yield f"{where}: row {i}", rec
+
+
+# --------------------------------------------------------------------------------------------- checking
+def completion_text(value: Any) -> Optional[str]:
+    """The target/generated text from a string, a message dict, or a messages list (last assistant turn)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return value["content"]
+    if isinstance(value, list) and value:
+        assistant = [m for m in value if isinstance(m, dict) and m.get("role") == "assistant"]
+        last = (assistant or value)[-1]
+        if isinstance(last, dict) and isinstance(last.get("content"), str):
+            return last["content"]
+        if isinstance(last, str):
+            return last
+    return None
+
+
+def _check_prompt(value: Any, name: str) -> List[Dict[str, str]]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f"field {name!r}: empty prompt")
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise DataError(f"field {name!r}: expected a non-empty list of chat messages or a string, got "
+                        f"{type(value).__name__}")
+    out = []
+    for i, msg in enumerate(value):
+        if not isinstance(msg, dict):
+            raise DataError(f"field {name!r}[{i}]: expected a message object, got {type(msg).__name__}")
+        role, content = msg.get("role"), msg.get("content")
+        if role not in ROLES:
+            raise DataError(f"field {name!r}[{i}].role: expected one of {list(ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            raise DataError(f"field {name!r}[{i}].content: expected a string, got {type(content).__name__}")
+        out.append({"role": role, "content": content})
+    if out[-1]["role"] == "assistant":
+        raise DataError(f"field {name!r}: the last message is the assistant's; a prompt must end with user/system")
+    return out
+
+
+def _check_groundtruth(value: Any, name: str) -> List[Tuple[str, int]]:
+    if not isinstance(value, list):
+        raise DataError(f"field {name!r}: expected a list of [title, year] pairs, got {type(value).__name__}")
+    if not value:
+        raise DataError(f"field {name!r}: empty ground truth (nothing to recommend)")
+    out = []
+    for i, pair in enumerate(value):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise DataError(f"field {name!r}[{i}]: expected [title, year], got {pair!r}")
+        title, year = pair
+        if not isinstance(title, str) or not title.strip():
+            raise DataError(f"field {name!r}[{i}]: title must be a non-empty string, got {title!r}")
+        y = parse_year(year)
+        if y is None:
+            raise DataError(f"field {name!r}[{i}]: year must be an integer or digit string, got {year!r}")
+        out.append((title, y))
+    return out
+
+
+def _check_seen(value: Any, name: str) -> List[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise DataError(f"field {name!r}: expected a list of title strings, got {value!r:.80}")
+    return list(value)
+
+
+def check_record(rec: Any, where: str, fields: Fields = Fields(), need_completion: bool = False,
+                 keep: Sequence[str] = ()) -> Row:
+    """Validate one record into a :class:`Row`; DataError("<where>: field ...: ...") when it is bad."""
+    try:
+        if not isinstance(rec, dict):
+            raise DataError(f"expected a JSON object, got {type(rec).__name__}")
+        for name in (fields.prompt, fields.groundtruth) + ((fields.seen,) if fields.seen else ()):
+            if name not in rec:
+                raise DataError(f"field {name!r} is missing (fields present: {sorted(rec)})")
+        prompt = _check_prompt(rec[fields.prompt], fields.prompt)
+        gt = _check_groundtruth(rec[fields.groundtruth], fields.groundtruth)
+        seen = _check_seen(rec[fields.seen], fields.seen) if fields.seen else []
+        completion = None
+        if need_completion:
+            if fields.completion not in rec:
+                raise DataError(f"field {fields.completion!r} is missing (fields present: {sorted(rec)})")
+            completion = completion_text(rec[fields.completion])
+            if completion is None or not completion.strip():
+                raise DataError(f"field {fields.completion!r}: expected a non-empty string or an assistant "
+                                f"message, got {rec[fields.completion]!r:.80}")
+        extra = {k: rec[k] for k in keep if k in rec}
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None
+    return Row(where, prompt, gt, seen, completion, extra)
+
+
+def load_rows(path: str, fields: Fields = Fields(), need_completion: bool = False, split: Optional[str] = None,
+              limit: Optional[int] = None, keep: Sequence[str] = (), max_errors: int = 10) -> List[Row]:
+    """Read and validate every row (``limit`` keeps the first N); raise one DataError listing up to
+    ``max_errors`` bad rows."""
+    rows: List[Row] = []
+    errors: List[str] = []
+    n_bad = 0
+    for where, rec in iter_records(path, split):
+        if limit is not None and len(rows) + n_bad >= limit:
+            break
+        try:
+            rows.append(check_record(rec, where, fields, need_completion, keep))
+        except DataError as e:
+            n_bad += 1
+            if len(errors) < max_errors:
+                errors.append(str(e))
+    if errors:
+        more = f"\n... and {n_bad - len(errors)} more" if n_bad > len(errors) else ""
+        raise DataError(f"{n_bad} bad row(s) in {path}:\n" + "\n".join(errors) + more)
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- writing
+def write_atomic(path: str, text_or_bytes: Any) -> None:
+    """Write a whole file through a temp file in the same directory, renamed into place."""
+    path = os.fspath(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    mode = "wb" if isinstance(text_or_bytes, (bytes, bytearray)) else "w"
+    try:
+        with open(tmp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
+            f.write(text_or_bytes)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def dump_rows(path: str, rows: Sequence[Dict[str, Any]]) -> str:
+    """Serialise output rows as JSONL (``.jsonl``) or a JSON list (``.json``)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".json":
+        return json.dumps(list(rows), ensure_ascii=False, indent=1) + "\n"
+    if ext != ".jsonl":
+        raise DataError(f"{path}: output must end in .jsonl or .json (OpenRLHF loads both)")
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -1,0 +1,150 @@
+"""`rank-grpo evaluate` on files of generated lists, and `rank-grpo report` (no model needed)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from _paths import DATA
+from rank_grpo_plugin.cli import main
+
+os.environ["RANK_GRPO_PROGRESS"] = "0"
+
+REDDIT = DATA / "reddit_v2"
+
+# Figures of the 100 shared Reddit-v2 SFT targets treated as model outputs (recorded in docs/EVALUATION.md).
+SFT_FIGURES = {
+    "paper/recall@5": 0.074814, "paper/ndcg@5": 0.085914,
+    "paper/recall@10": 0.099075, "paper/ndcg@10": 0.095913,
+    "paper/recall@20": 0.116143, "paper/ndcg@20": 0.102136,
+}
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_sft_targets_as_outputs_reproduce_recorded_figures(tmp_path, reddit_rows):
+    out = tmp_path / "ev"
+    rc = main(["evaluate", "--data", str(REDDIT / "sample.jsonl"), "--catalog", str(REDDIT / "catalog.jsonl"),
+               "--from-data", "--out", str(out), "--name", "sft", "--save-rows"])
+    assert rc == 0
+    res = json.loads((out / "metrics.json").read_text())
+    m = res["summary"]["metrics"]
+    for name, value in SFT_FIGURES.items():
+        assert m[name] == pytest.approx(value, abs=1e-6), name
+        # every target is in the catalog and none is seen: both protocols coincide on these lists
+        assert m[name.replace("paper/", "rank/")] == pytest.approx(value, abs=1e-6)
+    s = res["summary"]
+    assert s["rows"] == 100 and res["config"]["conversations"] == 40
+    assert s["in_catalog_rate"] == 1.0 and s["duplicate_rate"] == 0.0
+    # row 67 lists "The Wall (201)" (the catalog's bad year): one of 2000 lines does not parse as "Title (YYYY)"
+    assert s["format_rate"] == pytest.approx(1999 / 2000)
+    assert s["length_histogram"] == {"19": 1, "20": 99} and s["exact_k_rate"] == pytest.approx(0.99)
+    assert len(s["per_rank_hit_rate"]) == 20
+    # the per-rank hit rate is the mean of the per-row rank-aligned hits
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 100
+    assert s["per_rank_hit_rate"][0] == pytest.approx(sum(r["rank_hits"][0] for r in rows) / 100)
+    md = (out / "summary.md").read_text()
+    assert "| 20 | 0.1161 | 0.1021 |" in md
+    assert (out / "per_rank.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _mini(tmp_path):
+    """Two conversations, three rows (the first conversation has two responding users)."""
+    p1 = [{"role": "user", "content": "I liked Alien (1979)"}]
+    p2 = [{"role": "user", "content": "Something like Heat (1995)?"}]
+    rows = [
+        {"prompt": p1, "seen_titles": ["Alien"], "groundtruth_with_release_year": [["Aliens", "1986"]]},
+        {"prompt": p1, "seen_titles": ["Alien"], "groundtruth_with_release_year": [["Jaws", "1975"]]},
+        {"prompt": p2, "seen_titles": [], "groundtruth_with_release_year": [["Ronin", "1998"], ["Up", 2009]]},
+    ]
+    cat = tmp_path / "cat.csv"
+    cat.write_text("title,year\nAlien,1979\nAliens,1986\nJaws,1975\nRonin,1998\nUp,2009\nHeat,1995\n")
+    return _write_jsonl(tmp_path / "rows.jsonl", rows), str(cat), p1, p2
+
+
+def test_predictions_matched_by_prompt_by_conversation_and_by_row(tmp_path):
+    data, cat, p1, p2 = _mini(tmp_path)
+    c1 = "Alien (1979)\nAliens (1986)\nJaws (1975)"  # seen item first: paper compacts, rank-aligned keeps rank 1
+    c2 = "Up (2009)\nFake (1990)\nRonin (1998)"
+
+    def metrics(preds, name):
+        out = tmp_path / name
+        assert main(["evaluate", "--data", data, "--catalog", cat, "--predictions", preds, "--out", str(out),
+                     "--ks", "1", "3", "--k", "3", "--no-plot"]) == 0
+        return json.loads((out / "metrics.json").read_text())["summary"]
+
+    by_prompt = metrics(_write_jsonl(tmp_path / "a.jsonl", [{"prompt": p2, "completion": c2},
+                                                             {"prompt": p1, "completion": c1}]), "a")
+    by_conv = metrics(_write_jsonl(tmp_path / "b.jsonl", [{"completion": c1}, {"completion": c2}]), "b")
+    by_row = metrics(_write_jsonl(tmp_path / "c.jsonl", [{"completion": [{"role": "assistant", "content": c}]}
+                                                         for c in (c1, c1, c2)]), "c")
+    assert by_prompt["metrics"] == by_conv["metrics"] == by_row["metrics"]
+    m = by_prompt["metrics"]
+    # rows: (Aliens at paper pos 1 / rank 2), (Jaws at paper pos 2 / rank 3), (Up pos 1 rank 1, Ronin pos 2 rank 3)
+    assert m["paper/recall@1"] == pytest.approx((1 + 0 + 0.5) / 3)
+    assert m["rank/recall@1"] == pytest.approx((0 + 0 + 0.5) / 3)
+    assert m["paper/recall@3"] == m["rank/recall@3"] == pytest.approx(1.0)
+    assert by_prompt["per_rank_hit_rate"] == pytest.approx([1 / 3, 1 / 3, 2 / 3])
+    assert by_prompt["seen_rate"] == pytest.approx(2 / 9)
+
+
+def test_misaligned_predictions_and_bad_rows_fail_cleanly(tmp_path, capsys):
+    data, cat, _, _ = _mini(tmp_path)
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"completion": "Up (2009)"}] * 5)
+    out = tmp_path / "out"
+    assert main(["evaluate", "--data", data, "--catalog", cat, "--predictions", preds, "--out", str(out)]) == 2
+    assert "5 predictions" in capsys.readouterr().err and not out.exists()
+
+    bad = tmp_path / "bad.jsonl"
+    lines = (tmp_path / "rows.jsonl").read_text().splitlines()
+    row = json.loads(lines[1])
+    row["groundtruth_with_release_year"] = [["Jaws", "nineteen"]]
+    bad.write_text(lines[0] + "\n" + json.dumps(row) + "\n" + lines[2] + "\n")
+    assert main(["evaluate", "--data", str(bad), "--catalog", cat, "--predictions", preds, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: line 2: field 'groundtruth_with_release_year'[0]: year must be" in err
+    assert not out.exists()
+
+
+def test_report_compares_runs(tmp_path, capsys):
+    data, cat, p1, p2 = _mini(tmp_path)
+    runs = []
+    for name, comp in (("good", "Aliens (1986)\nJaws (1975)\nUp (2009)"), ("bad", "Nope (2022)")):
+        preds = _write_jsonl(tmp_path / f"{name}.jsonl", [{"completion": comp}] * 2)
+        assert main(["evaluate", "--data", data, "--catalog", cat, "--predictions", preds, "--out",
+                     str(tmp_path / name), "--name", name, "--no-plot"]) == 0
+        runs.append(str(tmp_path / name / "metrics.json"))
+    capsys.readouterr()
+    assert main(["report", *runs, "--out", str(tmp_path / "rep")]) == 0
+    table = capsys.readouterr().out
+    assert "| good | 3 |" in table and "| bad | 3 |" in table
+    assert (tmp_path / "rep" / "per_rank.png").exists()
+    assert "## good" in (tmp_path / "rep" / "report.md").read_text()
+    (tmp_path / "junk.json").write_text("{}")
+    assert main(["report", str(tmp_path / "junk.json")]) == 2
+
+
+def test_help_for_every_subcommand(capsys):
+    for cmd in (["--help"], ["prepare", "--help"], ["catalog", "--help"], ["catalog", "inspect", "--help"],
+                ["evaluate", "--help"], ["report", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(cmd)
+        assert e.value.code == 0
+    assert "--data.label_key label" in capsys.readouterr().out
+
+
+def test_no_argument_default_is_smollm2_on_a_redial_slice(tmp_path, capsys):
+    from rank_grpo_plugin.cli import build_parser
+    from rank_grpo_plugin.cli.evaluate import DEFAULT_LIMIT, _defaults
+
+    args = build_parser().parse_args(["evaluate"])
+    _defaults(args)
+    assert args.model == "smollm2" and args.limit == DEFAULT_LIMIT == 100
+    assert args.data == str(DATA / "redial" / "test.jsonl") and args.catalog == str(DATA / "redial" / "catalog.jsonl")
+    assert main(["evaluate", "--data", str(REDDIT / "sample.jsonl"), "--from-data"]) == 2
+    assert "give --data and --catalog together" in capsys.readouterr().err

