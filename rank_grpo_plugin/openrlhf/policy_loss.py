@@ -1,0 +1,100 @@
+"""The rank-level policy loss inside OpenRLHF's actor training step (PolicyModelActor Ray workers).
+
+:class:`RankGRPOPolicyLoss` is a drop-in for ``openrlhf.models.PolicyLoss`` (OpenRLHF 0.11.2 call signature and
+return tuple ``(loss, clip_ratio, ppo_kl, vllm_kl, is_filter_ratio)``) that calls the core
+:func:`rank_grpo_plugin.rank_policy_loss` (geometric-mean importance ratio per (sequence, rank), clipped with
+``--actor.eps_clip_low_high``). It needs the experience's tokens to derive rank ids; the patched
+``ActorPPOTrainer.training_step`` binds the current ``Experience`` around the original step (see
+:mod:`.activate`), the upstream registry passes ``experience=`` directly.
+
+Normalisation follows OpenRLHF: with ``--rank_grpo.loss_agg token_mean`` the loss is a global token mean
+(``sum / batch_num_tokens * dp_size``, the same pre-compensation for gradient accumulation and data parallelism
+as ``aggregate_loss``); ``rank_mean`` averages (sequence, rank) units within the micro-batch. KL-as-loss,
+entropy and aux losses are added by OpenRLHF's own ``training_step`` unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from rank_grpo_plugin.loss import rank_policy_loss
+
+from .estimator import action_rank_ids
+from .options import RankGRPOOptions
+
+METRIC_PREFIX = "rank_grpo/"
+
+
+class RankGRPOPolicyLoss(nn.Module):
+    needs_experience = True
+
+    def __init__(self, args, tokenizer=None):
+        super().__init__()
+        if tokenizer is None:
+            raise ValueError("RankGRPOPolicyLoss needs the actor's tokenizer to find rank boundaries")
+        self.tokenizer = tokenizer
+        self.options = RankGRPOOptions.from_args(args)
+        eps = getattr(args.actor, "eps_clip_low_high", None)
+        if eps is None:
+            eps = (args.actor.eps_clip, args.actor.eps_clip)
+        self.eps_low, self.eps_high = float(eps[0]), float(eps[1])
+        self.num_ranks = int(self.options.num_ranks)
+        self.agg = self.options.loss_agg
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def bind(self, experience):
+        """Make ``experience`` the one the next ``forward`` calls read tokens from."""
+        previous = getattr(self._local, "experience", None)
+        self._local.experience = experience
+        try:
+            yield self
+        finally:
+            self._local.experience = previous
+
+    def forward(
+        self,
+        log_probs: torch.Tensor,
+        old_log_probs: torch.Tensor,
+        advantages: torch.Tensor,
+        action_mask: Optional[torch.Tensor] = None,
+        rollout_log_probs: Optional[torch.Tensor] = None,
+        dp_size: int = 1,
+        batch_num_tokens: Optional[float] = None,
+        global_batch_size: Optional[float] = None,
+        experience=None,
+    ):
+        experience = experience if experience is not None else getattr(self._local, "experience", None)
+        if experience is None:
+            raise RuntimeError(
+                "rank_grpo policy loss called without the experience it belongs to: OpenRLHF's "
+                "ActorPPOTrainer.training_step was not patched by rank_grpo_plugin (is the plugin disabled in this "
+                "worker? RANK_GRPO_PLUGIN_DISABLE)"
+            )
+        if action_mask is None:
+            action_mask = experience.action_mask
+        mask = action_mask.bool()
+        ranks = action_rank_ids(experience.sequences.to(log_probs.device), action_mask.to(log_probs.device),
+                                self.tokenizer)
+        loss, stats = rank_policy_loss(
+            log_probs, old_log_probs, advantages, ranks, mask, self.num_ranks,
+            eps_low=self.eps_low, eps_high=self.eps_high, agg=self.agg,
+        )
+        if self.agg == "token_mean" and batch_num_tokens is not None:
+            local_tokens = mask.sum().clamp(min=1).to(loss.dtype)
+            loss = loss * local_tokens / torch.as_tensor(batch_num_tokens, dtype=loss.dtype,
+                                                          device=loss.device).clamp(min=1) * dp_size
+
+        with torch.no_grad():
+            n = mask.sum().clamp(min=1)
+            ppo_kl = ((old_log_probs - log_probs).detach().float() * mask).sum() / n
+            clip_ratio = (stats["clip_frac_low"] + stats["clip_frac_high"]).detach()
+            info = experience.info
+            info[METRIC_PREFIX + "clip_frac_low"] = stats["clip_frac_low"].detach()
+            info[METRIC_PREFIX + "clip_frac_high"] = stats["clip_frac_high"].detach()
+            info[METRIC_PREFIX + "ratio_mean"] = stats["ratio_mean"].detach()
+        return loss, clip_ratio, ppo_kl, None, None

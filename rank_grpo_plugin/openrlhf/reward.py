@@ -1,0 +1,189 @@
+"""Catalog reward for OpenRLHF's reward-function extension, with vector-reward transport.
+
+Use it as ``--reward.remote_url <this file>`` (``rank_grpo_plugin.openrlhf.cli.REWARD_FILE``); with
+``--rank_grpo.catalog`` and no reward URL the plugin selects it automatically. OpenRLHF loads the file with
+``spec_from_file_location`` inside every vLLM rollout actor and calls ``reward_func(queries, prompts, labels)``.
+
+Vector transport. OpenRLHF 0.11.2 carries one scalar reward per sample, plus ``extra_logs`` whose values it
+also reduces to one scalar each (``samples_generator`` keeps ``value.flatten()[0]``). So the K-vector of hits is
+sent as K scalar extra logs, ``rank_grpo/hit_r01`` ... ``rank_grpo/hit_rK``; they travel in ``Experience.info``
+through the experience maker to :func:`.estimator.compute_rank_grpo_advantages`, which stacks them back into
+``hits[B, K]``. As a bonus they are logged as per-rank hit rates. The scalar reward (and score, for dynamic
+filtering) is the list's NDCG@K.
+
+Labels (the dataset's ``--data.label_key`` field) are JSON text or an already-decoded object::
+
+    {"groundtruth": [["The Matrix", 1999], ["Heat", "1995"]], "seen": ["Alien"]}
+
+(``groundtruth_with_release_year`` / ``seen_titles`` are accepted as aliases). A malformed label is a data
+error: the sample gets reward 0 and ``rank_grpo/label_error`` = 1, and the estimator then raises an error that
+names the sample (OpenRLHF swallows exceptions raised inside reward functions). Model output is never trusted:
+any completion, however broken, only earns zero relevance.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from typing import Any, Dict, List, Sequence, Tuple
+
+logger = logging.getLogger("rank_grpo_plugin.reward")
+
+HIT_PREFIX = "rank_grpo/hit_r"
+LABEL_ERROR_KEY = "rank_grpo/label_error"
+NDCG_KEY = "rank_grpo/ndcg"
+IN_CATALOG_KEY = "rank_grpo/in_catalog_rate"
+
+# Special-token text that decoding with skip_special_tokens=False leaves at the end of a completion
+# ("<|im_end|>", "<|endoftext|>", "</s>", "<eos>", "<|eot_id|>", ...).
+_TRAILING_SPECIALS = re.compile(r"(?:<\|[^<>|\n]{1,64}\|>|</s>|<eos>|<end_of_turn>)+\s*$")
+
+
+class LabelError(ValueError):
+    """A dataset label that is not the documented JSON; the message names the sample."""
+
+
+def hit_key(rank: int, num_ranks: int) -> str:
+    """Extra-log key of 0-based ``rank``: ``rank_grpo/hit_r01`` .. (zero-padded to K's width, at least 2)."""
+    return f"{HIT_PREFIX}{rank + 1:0{max(2, len(str(num_ranks)))}d}"
+
+
+def hit_keys(num_ranks: int) -> List[str]:
+    return [hit_key(k, num_ranks) for k in range(num_ranks)]
+
+
+def parse_label(label: Any, where: str = "sample") -> Tuple[list, list]:
+    """(groundtruth pairs, seen titles) from a label; raises :class:`LabelError` naming ``where``."""
+    from rank_grpo_plugin.recsys.catalog import parse_year
+
+    data = label
+    if isinstance(label, (bytes, bytearray)):
+        data = label.decode("utf-8", errors="replace")
+    if isinstance(data, str):
+        if not data.strip():
+            raise LabelError(f"{where}: empty label; expected JSON "
+                             '{"groundtruth": [["Title", 1999], ...], "seen": ["Title", ...]} '
+                             "(set --data.label_key to the dataset field holding it)")
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise LabelError(f"{where}: label is not valid JSON ({e}): {data[:120]!r}") from None
+    if not isinstance(data, dict):
+        raise LabelError(f"{where}: label must be a JSON object with 'groundtruth' and 'seen', got "
+                         f"{type(data).__name__}: {str(data)[:120]!r}")
+    gt = data.get("groundtruth", data.get("groundtruth_with_release_year"))
+    seen = data.get("seen", data.get("seen_titles", []))
+    if isinstance(gt, str):  # stringified lists in some dumps: JSON only (never eval)
+        try:
+            gt = json.loads(gt)
+        except json.JSONDecodeError:
+            raise LabelError(f"{where}: 'groundtruth' is a string that is not a JSON list: {gt[:120]!r}") from None
+    if not isinstance(gt, list):
+        raise LabelError(f"{where}: label needs 'groundtruth': [[title, year], ...], got {str(gt)[:120]!r}")
+    for i, pair in enumerate(gt):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
+                and parse_year(pair[1]) is not None):
+            raise LabelError(f"{where}: groundtruth[{i}] must be [title, year], got {pair!r}")
+    if seen is None:
+        seen = []
+    if not (isinstance(seen, list) and all(isinstance(t, str) for t in seen)):
+        raise LabelError(f"{where}: 'seen' must be a list of titles, got {str(seen)[:120]!r}")
+    return [list(p) for p in gt], list(seen)
+
+
+def completion_text(query: str, prompt: str) -> str:
+    """The generated part of OpenRLHF's ``query`` (prompt + response decoded with special tokens), without the
+    trailing special tokens (EOS) so the last line parses like the others."""
+    if not isinstance(query, str):
+        return ""
+    if isinstance(prompt, str) and query.startswith(prompt):
+        text = query[len(prompt):]
+    elif isinstance(prompt, str) and prompt:
+        tail = prompt[-64:]  # tokenizer round trips may alter the prompt's start, rarely its end
+        pos = query.find(tail, max(0, len(prompt) - 2 * len(tail) - 64))
+        text = query[pos + len(tail):] if pos >= 0 else query
+    else:
+        text = query
+    return _TRAILING_SPECIALS.sub("", text)
+
+
+_CATALOGS: Dict[str, Any] = {}
+_CATALOG_LOCK = threading.Lock()
+
+
+def load_catalog(path: str):
+    """Catalog for ``path``, loaded once per process (reward functions run in threads)."""
+    with _CATALOG_LOCK:
+        cat = _CATALOGS.get(path)
+        if cat is None:
+            from rank_grpo_plugin.recsys.catalog import Catalog
+
+            cat = _CATALOGS[path] = Catalog.from_file(path)
+        return cat
+
+
+def score_completion(completion: str, label: Any, catalog, num_ranks: int, year_tolerance: int,
+                     where: str = "sample") -> Dict[str, Any]:
+    """Per-rank hits, NDCG@K and in-catalog rate of one completion. Raises :class:`LabelError` only."""
+    from rank_grpo_plugin.recsys.match import catalog_hits
+    from rank_grpo_plugin.recsys.metrics import ndcg_at_k
+    from rank_grpo_plugin.recsys.parse import parse_line, split_ranks
+
+    groundtruth, seen = parse_label(label, where)
+    try:
+        hits = catalog_hits(completion, groundtruth, seen, catalog, k=num_ranks, year_tolerance=year_tolerance)
+        lines = split_ranks(completion, num_ranks)
+        parsed = [parse_line(line) for line in lines]
+        in_cat = sum(1 for it in parsed if it is not None and catalog.contains(it.title, it.year))
+    except LabelError:
+        raise
+    except Exception as e:  # model output must never crash training
+        logger.warning("rank_grpo reward: %s: unexpected error on model output, scored 0: %r", where, e)
+        hits, in_cat = [0] * num_ranks, 0
+    hits = [int(bool(h)) for h in hits][:num_ranks] + [0] * max(0, num_ranks - len(hits))
+    return {
+        "hits": hits,
+        "ndcg": float(ndcg_at_k(hits, len(groundtruth), num_ranks)),
+        "in_catalog_rate": in_cat / float(num_ranks),
+    }
+
+
+def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], options=None) -> dict:
+    """OpenRLHF reward-function contract: ``{"rewards": Tensor[n], "scores": Tensor[n], "extra_logs": {...}}``.
+
+    Options come from ``RANK_GRPO_PLUGIN_OPTIONS`` (set by the launcher for every Ray worker) unless given.
+    """
+    import torch
+
+    from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+
+    opts = options if options is not None else RankGRPOOptions.from_env()
+    if not opts.catalog:
+        raise RuntimeError("rank_grpo reward: no catalog configured (--rank_grpo.catalog / RANK_GRPO_PLUGIN_OPTIONS)")
+    catalog = load_catalog(opts.catalog)
+    k = int(opts.num_ranks)
+    rows = []
+    for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):
+        where = f"sample with prompt {str(prompt)[-80:]!r}"
+        try:
+            res = score_completion(completion_text(query, prompt), label, catalog, k, opts.year_tolerance, where)
+            res["label_error"] = 0.0
+        except LabelError as e:
+            logger.error("rank_grpo reward: %s", e)
+            res = {"hits": [0] * k, "ndcg": 0.0, "in_catalog_rate": 0.0, "label_error": 1.0}
+        rows.append(res)
+    # Every value is its own small contiguous tensor: the dict crosses Ray with OpenRLHF's zero-copy tensor
+    # serialisation (RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1), which rejects strided views such as hits[:, j].
+    def column(values) -> "torch.Tensor":
+        return torch.tensor(list(values), dtype=torch.float32)
+
+    extra = {key: column(float(r["hits"][j]) for r in rows) for j, key in enumerate(hit_keys(k))}
+    extra[NDCG_KEY] = column(r["ndcg"] for r in rows)
+    extra[IN_CATALOG_KEY] = column(r["in_catalog_rate"] for r in rows)
+    extra[LABEL_ERROR_KEY] = column(r["label_error"] for r in rows)
+    return {"rewards": column(r["ndcg"] for r in rows), "scores": column(r["ndcg"] for r in rows), "extra_logs": extra}
+
+
+if __name__ != "rank_grpo_plugin.openrlhf.reward":  # loaded by path (OpenRLHF's spec_from_file_location)
+    from rank_grpo_plugin.openrlhf.reward import reward_func  # noqa: F811,E402  one implementation, one cache

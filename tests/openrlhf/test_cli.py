@@ -1,0 +1,144 @@
+"""The launcher flags on OpenRLHF's real train_ppo_ray parser (in process, and once as the real script)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rank_grpo_plugin.openrlhf import activate, cli as plugin_cli
+from rank_grpo_plugin.openrlhf.options import OPTIONS_ENV, RankGRPOOptions
+
+
+def _rank(helpers, catalog_path, *extra, estimator_flag="--algo.advantage.estimator"):
+    return helpers.base_argv + [estimator_flag, "rank_grpo", "--rank_grpo.catalog", catalog_path, *extra]
+
+
+def test_both_spellings_parse_and_reach_args(helpers, catalog_path, monkeypatch):
+    monkeypatch.delenv(OPTIONS_ENV, raising=False)
+    for flag in ("--algo.advantage.estimator", "--advantage_estimator"):
+        args = helpers.run_cli(_rank(helpers, catalog_path, "--rank_grpo.num_ranks", "10",
+                                     "--rank_grpo.reward_scheme", "exp", "--rank_grpo.gamma", "2.0",
+                                     estimator_flag=flag))
+        assert args.algo.advantage.estimator == "rank_grpo"
+        assert args.actor.policy_loss_type == "rank_grpo"  # the default with the rank_grpo estimator
+        assert args.rank_grpo.num_ranks == 10 and args.rank_grpo.reward_scheme == "exp"
+        assert args.rank_grpo.gamma == 2.0
+        assert args.rank_grpo.catalog == os.path.abspath(catalog_path)
+        # the catalog reward is selected automatically (OpenRLHF then splits the URL list itself)
+        assert args.reward.remote_url == [plugin_cli.REWARD_FILE]
+        assert args.critic.model_name_or_path is None
+        assert list(args.actor.eps_clip_low_high) == [0.06, 0.08]  # core defaults when no eps flag is given
+        opts = RankGRPOOptions.from_json(os.environ[OPTIONS_ENV])  # what the rollout actors will read
+        assert opts.num_ranks == 10 and opts.catalog == os.path.abspath(catalog_path)
+
+
+def test_explicit_ppo_loss_and_eps_are_kept(helpers, catalog_path):
+    args = helpers.run_cli(_rank(helpers, catalog_path, "--actor.policy_loss_type", "ppo",
+                                 "--actor.eps_clip_low_high", "0.1", "0.3"))
+    assert args.actor.policy_loss_type == "ppo"  # rank advantages + token-level PPO (ablation) stays possible
+    assert list(args.actor.eps_clip_low_high) == [0.1, 0.3]
+
+
+def test_other_runs_untouched(helpers, monkeypatch):
+    monkeypatch.delenv(OPTIONS_ENV, raising=False)
+    args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm",
+                                                "--reward.remote_url", "r.py"])
+    assert args.algo.advantage.estimator == "group_norm"
+    assert args.actor.policy_loss_type == "ppo"
+    assert args.reward.remote_url == ["r.py"]
+    assert args.actor.eps_clip_low_high == (0.2, 0.2)
+    assert OPTIONS_ENV not in os.environ
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--rollout.n_samples_per_prompt", "1"], "n_samples_per_prompt > 1"),
+        (["--rank_grpo.reward_scheme", "exp"], "--rank_grpo.gamma > 1"),
+        (["--rank_grpo.gamma", "2"], "only used by --rank_grpo.reward_scheme exp"),
+        (["--actor.dual_clip", "3"], "--actor.dual_clip is not supported"),
+        (["--algo.advantage.is_correction_level", "token"], "importance-sampling correction"),
+        (["--actor.loss_agg_mode", "seq-mean-token-mean"], "--rank_grpo.loss_agg rank_mean"),
+        (["--reward.overlong_buffer_len", "10"], "--reward.overlong_buffer_len is not supported"),
+        (["--critic.model_name_or_path", "x"], "critic-free"),
+        (["--train.agent_func_path", "a.py"], "agent_func_path"),
+        (["--rank_grpo.num_ranks", "0"], "num_ranks must be >= 1"),
+    ],
+)
+def test_bad_flags_are_clear_errors(helpers, catalog_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exc:
+        helpers.run_cli(_rank(helpers, catalog_path, *extra))
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_reward_and_catalog_errors(helpers, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "rank_grpo"])
+    assert "rank_grpo needs a reward" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "rank_grpo",
+                                             "--rank_grpo.catalog", str(tmp_path / "nope.jsonl")])
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "A", "year": "x"}\n')
+    with pytest.raises(SystemExit):
+        helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", str(bad)])
+    assert "bad.jsonl" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm",
+                                             "--actor.policy_loss_type", "rank_grpo", "--reward.remote_url", "r.py"])
+    assert "needs --algo.advantage.estimator rank_grpo" in capsys.readouterr().err
+
+
+def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, monkeypatch, expect_registry):
+    if expect_registry:
+        pytest.skip("with the upstream registry the version guard does not apply")
+    monkeypatch.setattr(activate, "openrlhf_version", lambda: "0.10.1")
+    with pytest.raises(SystemExit) as exc:
+        helpers.run_cli(_rank(helpers, catalog_path))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "OpenRLHF 0.10.1 is installed" in err and "0.11.2" in err
+    # runs that do not ask for rank_grpo are untouched on other versions
+    args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm", "--reward.remote_url", "r.py"])
+    assert args.algo.advantage.estimator == "group_norm"
+    with pytest.raises(activate.UnsupportedOpenRLHF, match="0.10.1"):
+        activate.require_supported()
+
+
+def test_changed_parser_is_refused(monkeypatch, catalog_path, expect_registry):
+    if expect_registry:
+        pytest.skip("runtime parser patch not used with the registry")
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    for flag in ("--rollout.n_samples_per_prompt", "--reward.remote_url"):
+        parser.add_argument(flag)
+    parser.add_argument("--algo.advantage.estimator", choices=["gae", "grpo_v2"], default="gae")
+    parser.add_argument("--actor.policy_loss_type", choices=["ppo"], default="ppo")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--algo.advantage.estimator", "rank_grpo"])
+    assert parser.parse_args([]).__dict__["algo.advantage.estimator"] == "gae"  # untouched otherwise
+
+
+@pytest.mark.slow
+def test_real_script_help_and_alias_error():
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-m", "openrlhf.cli.train_ppo_ray", "--help"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "rank_grpo" in text.split("--algo.advantage.estimator", 1)[1].split("\n", 1)[0]
+    for flag in ("--advantage_estimator", "--rank_grpo.catalog", "--rank_grpo.num_ranks", "--rank_grpo.reward_scheme",
+                 "--rank_grpo.gamma", "--rank_grpo.year_tolerance", "--rank_grpo.overflow_penalty",
+                 "--rank_grpo.early_stop_penalty", "--rank_grpo.eos_bonus", "--rank_grpo.adv_scale",
+                 "--rank_grpo.adv_eps", "--rank_grpo.loss_agg"):
+        assert flag in text, flag
+    assert "{ppo,gspo,rank_grpo}" in text
+    out = subprocess.run([sys.executable, "-m", "openrlhf.cli.train_ppo_ray", "--advantage_estimator", "rank_grpo",
+                          "--rollout.n_samples_per_prompt", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 2
+    assert "n_samples_per_prompt > 1" in out.stderr
