@@ -6,6 +6,7 @@ Subcommands (each has ``--help``)::
     rank-grpo catalog   build | convert | inspect item catalogs (the official .pkl is read safely)
     rank-grpo evaluate  a model (vLLM or HF generate) or a file of generated lists -> metrics JSON/Markdown/PNG
     rank-grpo report    compare several evaluation JSON files (Markdown table + per-rank plot)
+    rank-grpo bc-data   Stage 1: teacher lists -> Remap -> Reflect -> Adjust -> catalog-grounded SFT dataset
 
 Subcommand modules are imported only when their command runs, so ``--help`` is fast and nothing heavy
 (torch, transformers, vLLM) is imported unless a model is evaluated.
@@ -24,6 +25,7 @@ _COMMANDS = {
     "catalog": ".catalog",
     "evaluate": ".evaluate",
     "report": ".report",
+    "bc-data": "..stage1.cli",
 }
 
 
