@@ -37,11 +37,12 @@ def rank_log_ratio(
         Units with no tokens have log-ratio 0 and count 0. Gradients flow into ``log_probs``.
     """
     m = mask.bool()
+    mf = m.float()
     b = log_probs.shape[0]
     bins = _bins(rank_ids, m, num_ranks)
-    diff = torch.where(m, log_probs.float() - old_log_probs.float(), torch.zeros_like(log_probs, dtype=torch.float32))
+    diff = (log_probs.float() - old_log_probs.float()) * mf
     sums = diff.new_zeros(b, num_ranks + 2).scatter_add(1, bins, diff)
-    counts = diff.new_zeros(b, num_ranks + 2).scatter_add(1, bins, m.float())
+    counts = mf.new_zeros(b, num_ranks + 2).scatter_add(1, bins, mf)
     unit = sums[:, : num_ranks + 1] / counts[:, : num_ranks + 1].clamp(min=1.0)
     return unit, counts[:, : num_ranks + 1], bins
 
@@ -74,6 +75,7 @@ def rank_policy_loss(
     eps_low: float = 0.06,
     eps_high: float = 0.08,
     agg: str = "token_mean",
+    rank_stats: bool = True,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Rank-GRPO's clipped surrogate with a per-rank geometric-mean importance ratio.
 
@@ -91,12 +93,13 @@ def rank_policy_loss(
         eps_low, eps_high: clip range [1 - eps_low, 1 + eps_high].
         agg: one of :data:`LOSS_AGGREGATIONS`: ``token_mean`` (sum over masked tokens / their count in the
             batch) or ``rank_mean`` (mean over (sequence, rank) units of the unit's mean token loss).
+        rank_stats: also return ``rank_adv_mean`` (one more scatter over [B, T]; off in the training hot path).
 
     Returns:
         (loss scalar float32, stats) with stats: ``clip_frac_low``/``clip_frac_high`` (share of masked tokens
         whose loss is the clipped branch with w below/above the range), ``ratio_mean`` (mean w over units with
-        tokens), ``rank_adv_mean`` FloatTensor[K+1] (mean token advantage per rank, overflow last; 0 when a
-        rank has no tokens). Stats are detached.
+        tokens) and, with ``rank_stats``, ``rank_adv_mean`` FloatTensor[K+1] (mean token advantage per rank,
+        overflow last; 0 when a rank has no tokens). Stats are detached.
     """
     if not (log_probs.shape == old_log_probs.shape == advantages.shape == rank_ids.shape == mask.shape):
         raise ValueError(
@@ -109,7 +112,7 @@ def rank_policy_loss(
     m = mask.bool()
     unit_lr, unit_count, bins = rank_log_ratio(log_probs, old_log_probs, rank_ids, m, num_ranks)
     unit_ratio = torch.exp(unit_lr)  # [B, K+1]
-    pad_col = unit_ratio.new_ones(unit_ratio.shape[0], 1)
+    pad_col = unit_ratio.new_ones(unit_ratio.shape[0], 1)  # padding tokens: ratio 1, masked out below
     ratio = torch.gather(torch.cat([unit_ratio, pad_col], dim=1), 1, bins)  # [B, T]
     adv = advantages.float()
     surr1 = ratio * adv
@@ -118,16 +121,18 @@ def rank_policy_loss(
     loss = aggregate(token_loss, m, bins, num_ranks + 1)
 
     with torch.no_grad():
-        r = ratio.detach()
         n_tok = m.sum().clamp(min=1)
-        low = m & (adv < 0) & (r < 1.0 - eps_low)
-        high = m & (adv > 0) & (r > 1.0 + eps_high)
+        # the clipped branch is strictly smaller exactly when A > 0 and w > 1 + eps_high (high) or A < 0 and
+        # w < 1 - eps_low (low): one comparison, split by the side of 1
+        clipped = (surr2 < surr1) & m
+        n_low = (clipped & (ratio < 1.0)).sum()
         present = unit_count > 0
-        adv_sum = adv.new_zeros(adv.shape[0], num_ranks + 2).scatter_add(1, bins, adv * m)[:, : num_ranks + 1]
         stats = {
-            "clip_frac_low": low.sum() / n_tok,
-            "clip_frac_high": high.sum() / n_tok,
+            "clip_frac_low": n_low / n_tok,
+            "clip_frac_high": (clipped.sum() - n_low) / n_tok,
             "ratio_mean": (unit_ratio.detach() * present).sum() / present.sum().clamp(min=1),
-            "rank_adv_mean": adv_sum.sum(0) / unit_count.sum(0).clamp(min=1),
         }
+        if rank_stats:
+            adv_sum = adv.new_zeros(adv.shape[0], num_ranks + 2).scatter_add(1, bins, adv * m)[:, : num_ranks + 1]
+            stats["rank_adv_mean"] = adv_sum.sum(0) / unit_count.sum(0).clamp(min=1)
     return loss, stats

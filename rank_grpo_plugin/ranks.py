@@ -11,13 +11,14 @@ cumulative sum, with no decoding and no Python loop over tokens.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
 __all__ = ["newline_counts", "rank_ids", "num_emitted_items"]
 
-_TABLE_CACHE: "weakref.WeakKeyDictionary[Any, torch.Tensor]" = weakref.WeakKeyDictionary()
+# tokenizer -> {(size, device): table}; the first entry, (n, "cpu"), is the decoded table itself.
+_TABLE_CACHE: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, str], torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 
 def _vocab_size(tokenizer: Any) -> int:
@@ -41,35 +42,44 @@ def _decode_each(tokenizer: Any, ids: list) -> list:
     return [tokenizer.decode(s) for s in singles]
 
 
-def newline_counts(tokenizer: Any, vocab_size: Optional[int] = None) -> torch.Tensor:
+def newline_counts(
+    tokenizer: Any, vocab_size: Optional[int] = None, device: Union[str, torch.device, None] = None
+) -> torch.Tensor:
     """How many "\\n" each token id decodes to.
 
     Args:
         tokenizer: a ``transformers`` tokenizer or a ``tokenizers.Tokenizer``.
         vocab_size: length of the table; defaults to the tokenizer's size including added tokens. Pass the
             model's embedding size when it is padded beyond the tokenizer (ids past the tokenizer count 0).
+        device: where the table lives (default CPU).
 
     Returns:
-        LongTensor[V] on the CPU. Cached per tokenizer object (and ``vocab_size``), so repeated calls are free.
+        LongTensor[V]. Decoded once per tokenizer object, then cached per (``vocab_size``, ``device``): a repeated
+        call is a dictionary lookup (it does not even ask the tokenizer its size, which costs ~10 ms on some
+        tokenizers). Tokens added to the tokenizer after the first call are not seen by the cached table.
     """
-    n = _vocab_size(tokenizer)
+    dev = "cpu" if device is None else str(torch.device(device))
+    try:
+        tables = _TABLE_CACHE.get(tokenizer)
+    except TypeError:  # not weak-referenceable: compute without caching
+        tables = None
+    if tables is None:
+        n = _vocab_size(tokenizer)
+        texts = _decode_each(tokenizer, list(range(n)))
+        tables = {(n, "cpu"): torch.tensor([t.count("\n") for t in texts], dtype=torch.long)}
+        try:
+            _TABLE_CACHE[tokenizer] = tables
+        except TypeError:
+            pass
+    (n, _), base = next(iter(tables.items()))
     size = n if vocab_size is None else int(vocab_size)
     if size < n:
         raise ValueError(f"vocab_size={size} is smaller than the tokenizer's {n} tokens")
-    try:
-        cached = _TABLE_CACHE.get(tokenizer)
-    except TypeError:  # not weak-referenceable: compute without caching
-        cached = None
-    if cached is None:
-        texts = _decode_each(tokenizer, list(range(n)))
-        cached = torch.tensor([t.count("\n") for t in texts], dtype=torch.long)
-        try:
-            _TABLE_CACHE[tokenizer] = cached
-        except TypeError:
-            pass
-    if size == n:
-        return cached
-    return torch.cat([cached, cached.new_zeros(size - n)])
+    table = tables.get((size, dev))
+    if table is None:
+        table = base if size == n else torch.cat([base, base.new_zeros(size - n)])
+        table = tables[(size, dev)] = table.to(dev)
+    return table
 
 
 def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.Tensor) -> torch.Tensor:
@@ -88,17 +98,20 @@ def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.
         raise ValueError(f"token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} differ in shape")
     if token_ids.dim() != 2:
         raise ValueError(f"token_ids must be [B, T], got {tuple(token_ids.shape)}")
-    m = mask.bool()
+    off = ~mask.bool()
     table = newline_counts.to(device=token_ids.device, dtype=torch.long)
-    ids = torch.where(m, token_ids, torch.zeros_like(token_ids))
-    if ids.numel() and (int(ids.max()) >= table.numel() or int(ids.min()) < 0):
-        raise ValueError(
-            f"token id {int(ids.max())} outside the newline table of size {table.numel()}; "
-            "build it with newline_counts(tokenizer, vocab_size=<model vocab size>)"
-        )
-    nl = table[ids] * m
-    before = torch.cumsum(nl, dim=1) - nl
-    return torch.where(m, before, torch.full_like(before, -1))
+    ids = token_ids.masked_fill(off, 0)
+    if ids.numel():
+        lo, hi = torch.aminmax(ids)
+        if int(hi) >= table.numel() or int(lo) < 0:
+            bad = int(hi) if int(hi) >= table.numel() else int(lo)
+            raise ValueError(
+                f"token id {bad} outside the newline table of size {table.numel()}; "
+                "build it with newline_counts(tokenizer, vocab_size=<model vocab size>)"
+            )
+    nl = table[ids].masked_fill_(off, 0)  # advanced indexing returns a new tensor: in-place is safe
+    before = torch.cumsum(nl, dim=1).sub_(nl)
+    return before.masked_fill_(off, -1)
 
 
 def num_emitted_items(rank: torch.Tensor, mask: torch.Tensor, eos_mask: torch.Tensor) -> torch.Tensor:

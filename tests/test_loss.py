@@ -90,11 +90,15 @@ def test_gradient_flows_only_inside_clip_range():
     ranks = (torch.arange(t) // 6).expand(b, t).contiguous()  # 5 units of 6 tokens
     adv = torch.randn(b, 5, generator=g).repeat_interleave(6, dim=1)
     mask = torch.ones(b, t)
-    loss, _ = rank_policy_loss(lp, old, adv, ranks, mask, 5)
+    loss, stats = rank_policy_loss(lp, old, adv, ranks, mask, 5, rank_stats=False)
     loss.backward()
     w = torch.exp((lp - old).detach().view(b, 5, 6).mean(-1))
     a = adv.view(b, 5, 6)[..., 0]
-    clipped = ((a > 0) & (w > 1.08)) | ((a < 0) & (w < 0.94))
+    low, high = (a < 0) & (w < 0.94), (a > 0) & (w > 1.08)
+    clipped = low | high
+    assert low.any() and high.any() and "rank_adv_mean" not in stats
+    assert stats["clip_frac_low"].item() == pytest.approx(low.sum().item() / (b * 5))  # 6 tokens per unit
+    assert stats["clip_frac_high"].item() == pytest.approx(high.sum().item() / (b * 5))
     grad_units = lp.grad.view(b, 5, 6).abs().sum(-1)
     assert clipped.any() and (~clipped).any()
     assert (grad_units[clipped] == 0).all()

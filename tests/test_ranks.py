@@ -78,6 +78,33 @@ def test_newline_counts_real_tokenizer_has_merged_tokens_and_is_cached(bpe_token
         newline_counts(bpe_tokenizer, vocab_size=3)
 
 
+class _CountingTokenizer:
+    """Minimal tokenizers.Tokenizer-like object that counts how often its size is asked for."""
+
+    def __init__(self, vocab):
+        self.vocab, self.size_calls = vocab, 0
+
+    def get_vocab_size(self, with_added_tokens=True):
+        self.size_calls += 1
+        return len(self.vocab)
+
+    def decode_batch(self, batch, skip_special_tokens=False):
+        return ["".join(self.vocab[i] for i in ids) for ids in batch]
+
+
+def test_newline_counts_cached_per_size_and_device_without_asking_the_tokenizer_again():
+    tok = _CountingTokenizer(["a", "\n", ")\n", "\n\n", "b"])
+    table = newline_counts(tok)
+    assert table.tolist() == [0, 1, 1, 2, 0] and tok.size_calls == 1
+    for _ in range(3):  # the hot path (every experience / loss micro-batch): a dictionary lookup
+        assert newline_counts(tok) is table and newline_counts(tok, device="cpu") is table
+    padded = newline_counts(tok, vocab_size=8)
+    assert padded.tolist() == [0, 1, 1, 2, 0, 0, 0, 0] and newline_counts(tok, vocab_size=8) is padded
+    assert tok.size_calls == 1
+    with pytest.raises(ValueError, match="smaller than the tokenizer"):
+        newline_counts(tok, vocab_size=4)
+
+
 def _slow_rank_ids(tokenizer, ids):
     """Reference: decode the prefix before each token and count its newlines (what a decode loop does)."""
     return [tokenizer.decode(ids[:t]).count("\n") for t in range(len(ids))]

@@ -50,11 +50,10 @@ def action_rank_ids(sequences: torch.Tensor, action_mask: torch.Tensor, tokenize
     mask = action_mask.bool()
     used = torch.where(mask, tokens, torch.zeros_like(tokens))
     top = int(used.max()) + 1 if used.numel() else 0
-    size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
-    table = newline_counts(tokenizer, vocab_size=None if size is None or top <= size else top)
+    table = newline_counts(tokenizer, device=tokens.device)  # cached: no tokenizer call after the first
     if table.numel() < top:
-        table = torch.cat([table, table.new_zeros(top - table.numel())])
-    return rank_ids(tokens, mask, table.to(tokens.device))
+        table = newline_counts(tokenizer, vocab_size=-(-top // 128) * 128, device=tokens.device)  # few sizes
+    return rank_ids(tokens, mask, table)
 
 
 def eos_token_ids(tokenizer) -> List[int]:

@@ -82,7 +82,7 @@ class RankGRPOPolicyLoss(nn.Module):
                                 self.tokenizer)
         loss, stats = rank_policy_loss(
             log_probs, old_log_probs, advantages, ranks, mask, self.num_ranks,
-            eps_low=self.eps_low, eps_high=self.eps_high, agg=self.agg,
+            eps_low=self.eps_low, eps_high=self.eps_high, agg=self.agg, rank_stats=False,
         )
         if self.agg == "token_mean" and batch_num_tokens is not None:
             local_tokens = mask.sum().clamp(min=1).to(loss.dtype)
