@@ -14,7 +14,19 @@ LOSS_AGGREGATIONS: Registry = Registry("loss aggregation")
 
 def _bins(rank_ids: torch.Tensor, mask: torch.Tensor, num_ranks: int) -> torch.Tensor:
     """Bin index per token: rank k < K -> k, every overflow token -> K, padding -> K + 1 (discarded)."""
-    return torch.where(mask, rank_ids.clamp(min=0, max=num_ranks), torch.full_like(rank_ids, num_ranks + 1))
+    return rank_ids.clamp(min=0, max=num_ranks).masked_fill_(~mask, num_ranks + 1)
+
+
+def _units(log_probs, old_log_probs, rank_ids, m, num_ranks):
+    """(mean log-ratio [B, K+2] float32, token count [B, K+2], bins [B, T]); column K+1 collects padding, whose
+    log-ratio is 0 (so its ratio is exactly 1 and a gather needs no extra column)."""
+    mf = m.float()
+    b = log_probs.shape[0]
+    bins = _bins(rank_ids, m, num_ranks)
+    diff = (log_probs.float() - old_log_probs.float()) * mf
+    sums = diff.new_zeros(b, num_ranks + 2).scatter_add(1, bins, diff)
+    counts = mf.new_zeros(b, num_ranks + 2).scatter_add(1, bins, mf)
+    return sums / counts.clamp(min=1.0), counts, bins
 
 
 def rank_log_ratio(
@@ -36,33 +48,21 @@ def rank_log_ratio(
         (unit_log_ratio FloatTensor[B, K+1] float32, unit_count FloatTensor[B, K+1], bins LongTensor[B, T]).
         Units with no tokens have log-ratio 0 and count 0. Gradients flow into ``log_probs``.
     """
-    m = mask.bool()
-    mf = m.float()
-    b = log_probs.shape[0]
-    bins = _bins(rank_ids, m, num_ranks)
-    diff = (log_probs.float() - old_log_probs.float()) * mf
-    sums = diff.new_zeros(b, num_ranks + 2).scatter_add(1, bins, diff)
-    counts = mf.new_zeros(b, num_ranks + 2).scatter_add(1, bins, mf)
-    unit = sums[:, : num_ranks + 1] / counts[:, : num_ranks + 1].clamp(min=1.0)
-    return unit, counts[:, : num_ranks + 1], bins
+    unit, counts, bins = _units(log_probs, old_log_probs, rank_ids, mask.bool(), num_ranks)
+    return unit[:, : num_ranks + 1], counts[:, : num_ranks + 1], bins
 
 
 @LOSS_AGGREGATIONS.register("token_mean")
-def _token_mean(token_loss: torch.Tensor, m: torch.Tensor, bins: torch.Tensor, num_units: int) -> torch.Tensor:
+def _token_mean(unit_loss: torch.Tensor, unit_count: torch.Tensor) -> torch.Tensor:
     """Sum over masked tokens / number of masked tokens in the batch."""
-    return (token_loss * m).sum() / m.sum().clamp(min=1)
+    return unit_loss.sum() / unit_count.sum().clamp(min=1)
 
 
 @LOSS_AGGREGATIONS.register("rank_mean")
-def _rank_mean(token_loss: torch.Tensor, m: torch.Tensor, bins: torch.Tensor, num_units: int) -> torch.Tensor:
+def _rank_mean(unit_loss: torch.Tensor, unit_count: torch.Tensor) -> torch.Tensor:
     """Mean over (sequence, rank) units that hold at least one token of the unit's mean token loss."""
-    b = token_loss.shape[0]
-    sums = token_loss.new_zeros(b, num_units + 1).scatter_add(1, bins, token_loss * m)
-    counts = token_loss.new_zeros(b, num_units + 1).scatter_add(1, bins, m.float())
-    sums, counts = sums[:, :num_units], counts[:, :num_units]
-    present = counts > 0
-    per_unit = sums / counts.clamp(min=1.0)
-    return (per_unit * present).sum() / present.sum().clamp(min=1)
+    present = unit_count > 0
+    return (unit_loss / unit_count.clamp(min=1) * present).sum() / present.sum().clamp(min=1)
 
 
 def rank_policy_loss(
@@ -83,6 +83,11 @@ def rank_policy_loss(
     geometric mean of the token ratios of that rank (all overflow tokens share one unit). Every token t in u
     has loss_t = -min(w_u * A_t, clip(w_u, 1 - eps_low, 1 + eps_high) * A_t).
 
+    Computed per unit, exactly: since w_u is shared by the unit's tokens, min(w A, clip(w) A) is A min(w, 1 + eps_high)
+    for A > 0 and A max(w, 1 - eps_low) for A < 0, so sum_{t in u} loss_t = -(P_u min(w_u, 1 + eps_high) +
+    N_u max(w_u, 1 - eps_low)) with P_u / N_u the sums of the unit's positive / negative advantages. Per token
+    only one scatter (forward) and one gather (backward) remain.
+
     Args:
         log_probs: FloatTensor[B, T], requires grad.
         old_log_probs: FloatTensor[B, T] (behaviour policy; no grad).
@@ -93,7 +98,7 @@ def rank_policy_loss(
         eps_low, eps_high: clip range [1 - eps_low, 1 + eps_high].
         agg: one of :data:`LOSS_AGGREGATIONS`: ``token_mean`` (sum over masked tokens / their count in the
             batch) or ``rank_mean`` (mean over (sequence, rank) units of the unit's mean token loss).
-        rank_stats: also return ``rank_adv_mean`` (one more scatter over [B, T]; off in the training hot path).
+        rank_stats: also return ``rank_adv_mean``.
 
     Returns:
         (loss scalar float32, stats) with stats: ``clip_frac_low``/``clip_frac_high`` (share of masked tokens
@@ -110,29 +115,27 @@ def rank_policy_loss(
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
     aggregate = LOSS_AGGREGATIONS.get(agg)
     m = mask.bool()
-    unit_lr, unit_count, bins = rank_log_ratio(log_probs, old_log_probs, rank_ids, m, num_ranks)
-    unit_ratio = torch.exp(unit_lr)  # [B, K+1]
-    pad_col = unit_ratio.new_ones(unit_ratio.shape[0], 1)  # padding tokens: ratio 1, masked out below
-    ratio = torch.gather(torch.cat([unit_ratio, pad_col], dim=1), 1, bins)  # [B, T]
-    adv = advantages.float()
-    surr1 = ratio * adv
-    surr2 = ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
-    token_loss = -torch.min(surr1, surr2)
-    loss = aggregate(token_loss, m, bins, num_ranks + 1)
+    b, units = log_probs.shape[0], num_ranks + 1
+    unit_lr, counts, bins = _units(log_probs, old_log_probs, rank_ids, m, num_ranks)
+    with torch.no_grad():  # advantage sums per unit: P (positive), N (negative) and their token counts
+        adv = advantages.float().masked_fill(~m, 0.0)
+        src = torch.stack([adv.clamp(min=0.0), adv.clamp(max=0.0), (adv > 0).float(), (adv < 0).float()])
+        per_unit = adv.new_zeros(4, b, num_ranks + 2).scatter_add_(2, bins.expand(4, -1, -1), src)
+        pos, neg, n_pos, n_neg = per_unit[..., :units].unbind(0)
+    w = torch.exp(unit_lr[:, :units])  # [B, K+1]
+    unit_loss = -(pos * w.clamp(max=1.0 + eps_high) + neg * w.clamp(min=1.0 - eps_low))
+    unit_count = counts[:, :units]
+    loss = aggregate(unit_loss, unit_count)
 
     with torch.no_grad():
-        n_tok = m.sum().clamp(min=1)
-        # the clipped branch is strictly smaller exactly when A > 0 and w > 1 + eps_high (high) or A < 0 and
-        # w < 1 - eps_low (low): one comparison, split by the side of 1
-        clipped = (surr2 < surr1) & m
-        n_low = (clipped & (ratio < 1.0)).sum()
+        n_tok = unit_count.sum().clamp(min=1)
+        wd = w.detach()
         present = unit_count > 0
         stats = {
-            "clip_frac_low": n_low / n_tok,
-            "clip_frac_high": (clipped.sum() - n_low) / n_tok,
-            "ratio_mean": (unit_ratio.detach() * present).sum() / present.sum().clamp(min=1),
+            "clip_frac_low": (n_neg * (wd < 1.0 - eps_low)).sum() / n_tok,
+            "clip_frac_high": (n_pos * (wd > 1.0 + eps_high)).sum() / n_tok,
+            "ratio_mean": (wd * present).sum() / present.sum().clamp(min=1),
         }
         if rank_stats:
-            adv_sum = adv.new_zeros(adv.shape[0], num_ranks + 2).scatter_add(1, bins, adv * m)[:, : num_ranks + 1]
-            stats["rank_adv_mean"] = adv_sum.sum(0) / unit_count.sum(0).clamp(min=1)
+            stats["rank_adv_mean"] = (pos + neg).sum(0) / unit_count.sum(0).clamp(min=1)
     return loss, stats

@@ -128,3 +128,47 @@ def test_bf16_inputs_reduce_in_float32():
     assert loss.dtype == torch.float32 and loss.item() == pytest.approx(-1.0)
     loss.backward()
     assert lp.grad.dtype == torch.bfloat16
+
+
+def _token_level_reference(lp, old, adv, ranks, mask, k, eps_low, eps_high):
+    """The textbook per-token form: per-unit ratio gathered to tokens, then -min(w A, clip(w) A) per token."""
+    m = mask.bool()
+    unit = torch.where(m, ranks.clamp(0, k), torch.full_like(ranks, k + 1))
+    diff = torch.where(m, lp - old, torch.zeros_like(lp))
+    sums = torch.zeros(lp.shape[0], k + 2).scatter_add(1, unit, diff)
+    cnt = torch.zeros(lp.shape[0], k + 2).scatter_add(1, unit, m.float())
+    w = torch.gather(torch.exp(sums / cnt.clamp(min=1)), 1, unit)
+    tok = -torch.min(w * adv, w.clamp(1 - eps_low, 1 + eps_high) * adv)
+    return (tok * m).sum() / m.sum()
+
+
+def test_unit_level_form_equals_token_level_form_with_mixed_sign_advantages_in_a_unit():
+    # Within one rank the advantages differ in sign (EOS shaping / overflow tokens share a unit with content):
+    # the per-unit P/N split must give the same loss and the same gradient as the per-token formula.
+    g = torch.Generator().manual_seed(3)
+    b, t = 6, 48
+    old = torch.randn(b, t, generator=g)
+    lp0 = old + torch.randn(b, t, generator=g) * 0.3
+    adv = torch.randn(b, t, generator=g)
+    adv[:, ::7] = 0.0  # zero advantages never count as clipped
+    ranks = torch.sort(torch.randint(0, K + 2, (b, t), generator=g), dim=1).values
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[2, 20:] = False
+    ranks = torch.where(mask, ranks, torch.full_like(ranks, -1))
+    lp1, lp2 = lp0.clone().requires_grad_(True), lp0.clone().requires_grad_(True)
+    loss, stats = rank_policy_loss(lp1, old, adv, ranks, mask, K)
+    ref = _token_level_reference(lp2, old, adv, ranks, mask, K, 0.06, 0.08)
+    loss.backward()
+    ref.backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(lp1.grad, lp2.grad, atol=1e-7)
+    # clip fractions: tokens whose clipped branch is strictly smaller, split by the side of 1
+    unit = torch.where(mask, ranks.clamp(0, K), torch.full_like(ranks, K + 1))
+    d = torch.where(mask, lp0 - old, torch.zeros_like(lp0))
+    w = torch.gather(torch.exp(torch.zeros(b, K + 2).scatter_add(1, unit, d)
+                               / torch.zeros(b, K + 2).scatter_add(1, unit, mask.float()).clamp(min=1)), 1, unit)
+    low = (mask & (adv < 0) & (w < 0.94)).sum().item() / mask.sum().item()
+    high = (mask & (adv > 0) & (w > 1.08)).sum().item() / mask.sum().item()
+    assert low > 0 and high > 0
+    assert stats["clip_frac_low"].item() == pytest.approx(low)
+    assert stats["clip_frac_high"].item() == pytest.approx(high)
