@@ -110,18 +110,17 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def prompt_data(tmp_path_factory) -> str:
+    """The first 6 shared Reddit-v2 rows through `rank-grpo prepare --rl`, each message cut to 1,200 characters
+    so the CPU runs stay short."""
+    from rank_grpo_plugin.cli import main as rank_grpo
+
     out = tmp_path_factory.mktemp("cpu_data") / "prompts.jsonl"
     sample = SHARED_DATA / "reddit_v2" / "sample.jsonl"
     if not sample.exists():
         pytest.fail(f"shared data missing: {sample}")
-    rows = []
-    with open(sample, encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            msgs = [{"role": m["role"], "content": m["content"][:1200]} for m in r["prompt"]]
-            label = {"groundtruth": r["groundtruth_with_release_year"], "seen": r["seen_titles"]}
-            rows.append({"input": msgs, "label": json.dumps(label)})
-            if len(rows) == 6:
-                break
-    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert rank_grpo(["prepare", str(sample), "--rl", str(out), "--limit", "6"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    for r in rows:
+        r["input"] = [dict(m, content=m["content"][:1200]) for m in r["input"]]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return str(out)
