@@ -123,6 +123,9 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
             raise ValueError(f"rank_grpo: Experience.index has {None if e.index is None else len(e.index)} entries "
                              f"for {n} samples; cannot restore the rollout order")
     indices = torch.tensor(list(itertools.chain.from_iterable(e.index for e in experiences)), dtype=torch.long)
+    if not torch.equal(torch.sort(indices).values, torch.arange(len(indices))):
+        raise ValueError(f"rank_grpo: Experience.index values are not a permutation of 0..{len(indices) - 1} "
+                         "(samples missing or repeated); cannot rebuild the prompt groups")
     hits = torch.empty(len(indices), k, dtype=torch.float32)
     hits[indices] = torch.cat(hits_list, dim=0)  # rollout order: groups of `group` consecutive samples
     if hits.shape[0] % group:

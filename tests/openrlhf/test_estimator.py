@@ -163,6 +163,20 @@ def test_missing_hits_and_bad_label_are_clear(args, tokenizer, helpers, rollout)
         _run(_maker(args, tokenizer, helpers), rollout_samples)
 
 
+def test_incomplete_groups_are_refused(args, tokenizer, helpers, rollout):
+    rollout_samples, _ = rollout
+    with pytest.raises(ValueError, match="not a multiple of --rollout.n_samples_per_prompt"):
+        _run(_maker(args, tokenizer, helpers), rollout_samples[:-1])  # the last group is short
+    maker = _maker(args, tokenizer, helpers)
+    samples_list = maker.split_rollout_samples(rollout_samples)
+    for s in samples_list:
+        s.action_log_probs = torch.zeros_like(s.action_mask, dtype=torch.float32)
+        s.kl = torch.zeros_like(s.action_mask, dtype=torch.float32)
+    samples_list[1].index = list(samples_list[0].index)  # repeated sample ids: a group would be rebuilt wrongly
+    with pytest.raises(ValueError, match="not a permutation"):
+        maker.compute_advantages_and_returns(samples_list)
+
+
 def test_malformed_label_names_the_sample(args, tokenizer, helpers):
     from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
     from rank_grpo_plugin.openrlhf.reward import LabelError
