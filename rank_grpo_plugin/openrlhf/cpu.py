@@ -57,6 +57,7 @@ import threading
 from typing import Callable, Dict, List
 
 from ._startup import find_spec_elsewhere
+from .activate import SUPPORTED_OPENRLHF_VERSIONS
 
 __all__ = [
     "install",
@@ -70,7 +71,8 @@ __all__ = [
     "weight_checksum",
 ]
 
-SUPPORTED_OPENRLHF = "0.11.2"
+# the same release list as the rest of the adapter (declared once, in activate.py)
+SUPPORTED_OPENRLHF = " or ".join(SUPPORTED_OPENRLHF_VERSIONS)
 ENV_FORCE = "RANK_GRPO_PLUGIN_CPU"
 ENV_FAULT = "RANK_GRPO_PLUGIN_CPU_FAULT"
 ENV_RAY_GPUS = "RANK_GRPO_PLUGIN_CPU_RAY_GPUS"
@@ -216,10 +218,10 @@ def _check_openrlhf_version() -> None:
         found = version("openrlhf")
     except PackageNotFoundError:
         found = "unknown"
-    if found != SUPPORTED_OPENRLHF:
+    if found not in SUPPORTED_OPENRLHF_VERSIONS:
         raise UpstreamChanged(
             f"rank_grpo_plugin CPU backend supports OpenRLHF {SUPPORTED_OPENRLHF} only, found {found}. "
-            f"Install openrlhf=={SUPPORTED_OPENRLHF}, or run on CUDA, or set {ENV_FORCE}=0 to turn the CPU backend off."
+            f"Install openrlhf=={SUPPORTED_OPENRLHF_VERSIONS[-1]}, or run on CUDA, or set {ENV_FORCE}=0 to turn the CPU backend off."
         )
     _version_checked = True
 
