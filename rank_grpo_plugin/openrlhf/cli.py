@@ -16,7 +16,7 @@ import functools
 import inspect
 import os
 import sys
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from .options import DEFAULTS, OPTIONS_ENV, RankGRPOOptions
 
@@ -157,23 +157,83 @@ def _core_eps():
 
 
 # ------------------------------------------------------------------------------------------------- validation
+def _uses_plugin_reward(ns: Any) -> bool:
+    remote = _get(ns, "reward.remote_url")
+    if not remote:
+        return False
+    first = (remote if isinstance(remote, list) else str(remote).split(","))[0]
+    return os.path.abspath(first) == REWARD_FILE or first.endswith("rank_grpo_plugin/openrlhf/reward.py")
+
+
+def _checked_options(ns: Any, fail: Callable[[str], None]) -> RankGRPOOptions:
+    opts = RankGRPOOptions.from_args(ns)
+    if opts.num_ranks < 1:
+        fail(f"--rank_grpo.num_ranks must be >= 1, got {opts.num_ranks}")
+    if opts.reward_scheme == "exp":
+        if opts.gamma is None or not opts.gamma > 1.0:
+            fail(f"--rank_grpo.reward_scheme exp needs --rank_grpo.gamma > 1, got {opts.gamma}")
+    elif opts.gamma is not None:
+        fail(f"--rank_grpo.gamma is only used by --rank_grpo.reward_scheme exp (got scheme {opts.reward_scheme})")
+    if opts.year_tolerance < 0:
+        fail(f"--rank_grpo.year_tolerance must be >= 0, got {opts.year_tolerance}")
+    if not opts.adv_eps > 0:
+        fail(f"--rank_grpo.adv_eps must be > 0, got {opts.adv_eps}")
+    return opts
+
+
+def _configure_catalog(ns: Any, opts: RankGRPOOptions, fail: Callable[[str], None]) -> RankGRPOOptions:
+    """Check the catalog file loads; store its absolute path (the rollout actors run elsewhere)."""
+    if not opts.catalog:
+        return opts
+    if not os.path.isfile(opts.catalog):
+        fail(f"--rank_grpo.catalog {opts.catalog}: no such file")
+    from rank_grpo_plugin.recsys.catalog import Catalog, CatalogError
+
+    try:
+        Catalog.from_file(opts.catalog)
+    except CatalogError as e:
+        fail(f"--rank_grpo.catalog: {e}")
+    opts = RankGRPOOptions(**{**opts.__dict__, "catalog": os.path.abspath(opts.catalog)})
+    _set(ns, "rank_grpo.catalog", opts.catalog)
+    return opts
+
+
 def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPOOptions]:
     """Check and complete a parsed OpenRLHF namespace (flat or hierarchical). Returns the options when
-    rank_grpo is in use, else None (and leaves ``ns`` untouched). Raises :class:`RankGRPOConfigError`."""
+    rank_grpo or the plugin's catalog reward is in use, else None (and leaves ``ns`` untouched). Raises
+    :class:`RankGRPOConfigError`."""
     from .activate import UnsupportedOpenRLHF, require_supported
 
     argv = list(sys.argv[1:] if argv is None else argv)
     estimator = _get(ns, "algo.advantage.estimator")
     loss = _get(ns, "actor.policy_loss_type")
+
+    def fail(msg: str):
+        raise RankGRPOConfigError(f"rank_grpo: {msg}")
+
     if estimator != ESTIMATOR and loss != POLICY_LOSS:
-        return None
+        # Another estimator (e.g. a GRPO / GSPO baseline) may still score with the plugin's catalog reward (its
+        # scalar reward is NDCG@K): then the options must be checked and reach the rollout actors like for rank_grpo.
+        if not (_uses_plugin_reward(ns) or any(a.startswith("--rank_grpo.") for a in argv)):
+            return None
+        opts = _checked_options(ns, fail)
+        if _uses_plugin_reward(ns) and not opts.catalog:
+            fail("the plugin's catalog reward needs a catalog: give --rank_grpo.catalog PATH")
+        if not _uses_plugin_reward(ns):
+            if _get(ns, "reward.remote_url") or _get(ns, "reward.model_name_or_path"):
+                fail("--rank_grpo.* options only configure the plugin's catalog reward, but this run uses another "
+                     "reward (--reward.remote_url / --reward.model_name_or_path); drop them or drop that reward")
+            if not opts.catalog:
+                fail("--rank_grpo.* options without --rank_grpo.catalog: the catalog reward needs a catalog")
+            _set(ns, "reward.remote_url", REWARD_FILE)
+        opts = _configure_catalog(ns, opts, fail)
+        propagate_options(opts)
+        return opts
+
     try:
         require_supported()
     except UnsupportedOpenRLHF as e:
         raise RankGRPOConfigError(str(e)) from None
-
-    def fail(msg: str):
-        raise RankGRPOConfigError(f"rank_grpo: {msg}")
 
     if estimator != ESTIMATOR:
         fail(f"{LOSS_FLAG} rank_grpo needs {ESTIMATOR_FLAG} rank_grpo (it reads per-rank advantages); "
@@ -199,24 +259,10 @@ def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPO
     if int(_get(ns, "data.max_images_per_prompt", 0) or 0) > 0:
         fail("VLM prompts (--data.max_images_per_prompt > 0) are not supported with rank_grpo")
 
-    opts = RankGRPOOptions.from_args(ns)
-    if opts.num_ranks < 1:
-        fail(f"--rank_grpo.num_ranks must be >= 1, got {opts.num_ranks}")
-    if opts.reward_scheme == "exp":
-        if opts.gamma is None or not opts.gamma > 1.0:
-            fail(f"--rank_grpo.reward_scheme exp needs --rank_grpo.gamma > 1, got {opts.gamma}")
-    elif opts.gamma is not None:
-        fail(f"--rank_grpo.gamma is only used by --rank_grpo.reward_scheme exp (got scheme {opts.reward_scheme})")
-    if opts.year_tolerance < 0:
-        fail(f"--rank_grpo.year_tolerance must be >= 0, got {opts.year_tolerance}")
-    if not opts.adv_eps > 0:
-        fail(f"--rank_grpo.adv_eps must be > 0, got {opts.adv_eps}")
+    opts = _checked_options(ns, fail)
 
-    remote = _get(ns, "reward.remote_url")
-    if remote:
-        urls = remote if isinstance(remote, list) else str(remote).split(",")
-        ours = os.path.abspath(urls[0]) == REWARD_FILE or urls[0].endswith("rank_grpo_plugin/openrlhf/reward.py")
-        if ours and not opts.catalog:
+    if _get(ns, "reward.remote_url"):
+        if _uses_plugin_reward(ns) and not opts.catalog:
             fail("the plugin's catalog reward needs --rank_grpo.catalog PATH")
     else:
         if _get(ns, "reward.model_name_or_path"):
@@ -227,17 +273,7 @@ def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPO
                  "automatically) or --reward.remote_url pointing at a reward function that emits the per-rank "
                  "rank_grpo/hit_rXX extra logs")
         _set(ns, "reward.remote_url", REWARD_FILE)
-    if opts.catalog:
-        if not os.path.isfile(opts.catalog):
-            fail(f"--rank_grpo.catalog {opts.catalog}: no such file")
-        from rank_grpo_plugin.recsys.catalog import Catalog, CatalogError
-
-        try:
-            Catalog.from_file(opts.catalog)
-        except CatalogError as e:
-            fail(f"--rank_grpo.catalog: {e}")
-        opts = RankGRPOOptions(**{**opts.__dict__, "catalog": os.path.abspath(opts.catalog)})
-        _set(ns, "rank_grpo.catalog", opts.catalog)
+    opts = _configure_catalog(ns, opts, fail)
 
     if loss == POLICY_LOSS:
         if _get(ns, "actor.dual_clip") is not None:

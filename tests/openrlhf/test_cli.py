@@ -52,6 +52,31 @@ def test_other_runs_untouched(helpers, monkeypatch):
     assert OPTIONS_ENV not in os.environ
 
 
+def test_catalog_reward_for_a_grpo_baseline(helpers, catalog_path, capsys, monkeypatch):
+    """GRPO / GSPO baselines may score with the plugin's catalog reward (scalar NDCG@K): the options are checked
+    and reach the rollout actors exactly as for rank_grpo, and nothing rank_grpo-specific is switched on."""
+    monkeypatch.delenv(OPTIONS_ENV, raising=False)
+    args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm",
+                                                "--rank_grpo.catalog", catalog_path, "--rank_grpo.num_ranks", "10"])
+    assert args.reward.remote_url == [plugin_cli.REWARD_FILE]  # the catalog flag selects the catalog reward
+    assert args.actor.policy_loss_type == "ppo" and args.actor.eps_clip_low_high == (0.2, 0.2)
+    opts = RankGRPOOptions.from_json(os.environ[OPTIONS_ENV])
+    assert opts.catalog == os.path.abspath(catalog_path) and opts.num_ranks == 10
+    monkeypatch.delenv(OPTIONS_ENV, raising=False)
+    args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm", "--actor.policy_loss_type",
+                                                "gspo", "--reward.remote_url", plugin_cli.REWARD_FILE,
+                                                "--rank_grpo.catalog", catalog_path])
+    assert args.actor.policy_loss_type == "gspo"
+    assert RankGRPOOptions.from_json(os.environ[OPTIONS_ENV]).catalog == os.path.abspath(catalog_path)
+    for extra, message in [
+        (["--reward.remote_url", plugin_cli.REWARD_FILE], "catalog reward needs a catalog"),
+        (["--rank_grpo.catalog", catalog_path, "--reward.remote_url", "r.py"], "only configure the plugin's catalog"),
+    ]:
+        with pytest.raises(SystemExit):
+            helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm", *extra])
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
