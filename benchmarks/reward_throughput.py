@@ -1,0 +1,373 @@
+"""Catalog reward throughput: ``catalog_hits`` (and the OpenRLHF ``reward_func`` path) vs a plain reference.
+
+    python3 benchmarks/reward_throughput.py           # 100 shared Reddit-v2 rows x 11 variants, real catalog
+    python3 benchmarks/reward_throughput.py --quick   # 4 rows (seconds)
+
+Data: the 100 shared Reddit-v2 rows (``../shared/data/reddit_v2/sample.jsonl``) and the 7,404-item catalog. Each
+row's SFT completion is scored as is and in perturbed variants: shuffled lines, every year moved by +-1 / +-2 /
++-3, seen titles inserted (and a ground-truth title made "seen"), out-of-catalog titles, ground-truth items
+injected with year offsets -3..3 and duplicates, and malformed/markup lines (preamble, blanks, numbering, bold,
+quotes, typographic quotes, case, trailing text, bad years, > K lines).
+
+Candidates (one thread, interleaved chunk by chunk, median of repeats):
+* ``ours``: ``rank_grpo_plugin.recsys.match.catalog_hits`` with a loaded ``Catalog`` (normalised-title index);
+* ``reward_func``: the OpenRLHF reward-function path (``rank_grpo_plugin/openrlhf/reward.py``): JSON label
+  parsing, completion extraction from the query, ``catalog_hits`` + per-line in-catalog rate + NDCG, tensors;
+* ``reference`` (the baseline, target >= 5x): a plain implementation of the same semantics written here, with no
+  caching and no precompiled lookups -- per line, a linear scan over the raw catalog rows that re-normalises
+  every catalog title, seen titles re-normalised per line, ground truth as a plain list;
+* ``reference_indexed`` (extra, informative): the same reference with the catalog normalised once into a dict,
+  i.e. the first optimisation anyone would make; it shows how much of the gain is the index alone.
+
+All candidates must return identical hits for every completion (asserted).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+
+TARGET = 5.0
+K = 20
+TOL = 2
+
+# ----------------------------------------------------------------------------------------- reference
+_REF_CHARS = {
+    "\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
+    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
+    "\u00a0": " ",
+}
+
+
+def ref_clean(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(_REF_CHARS.get(ch, ch) for ch in text)
+
+
+def ref_normalize(title: str) -> str:
+    t = ref_clean(title).casefold()
+    return re.sub(r"\s+", " ", t).strip()
+
+
+def ref_unwrap(text: str) -> str:
+    changed = True
+    while changed and len(text) >= 2:
+        changed = False
+        text = text.strip()
+        for mark in ("***", "**", "__", "*", "_", '"', "'"):
+            n = len(mark)
+            if len(text) > 2 * n and text.startswith(mark) and text.endswith(mark):
+                text = text[n:-n]
+                changed = True
+                break
+    return text.strip()
+
+
+def ref_parse(line: str):
+    text = ref_clean(line).strip()
+    text = re.sub(r"^\s*[-*+\u2022\u25cf\u25aa\u2023\u2043>]\s+", "", text, count=1)
+    text = re.sub(r"^\s*(?:\d{1,3}[.)](?!\d)|#\d{1,3}[.)]?(?=\s))\s*", "", text, count=1)
+    text = ref_unwrap(text)
+    m = re.match(r"^(.*?\S)\s*\(\s*(\d{4})\s*\)$", text)
+    if m is None:
+        return None
+    title = re.sub(r"\s+", " ", ref_unwrap(m.group(1))).strip()
+    if not title:
+        return None
+    return title, int(m.group(2))
+
+
+def ref_year(value):
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def ref_in_catalog_scan(catalog_rows, title: str, year: int) -> bool:
+    key = ref_normalize(title)
+    for row in catalog_rows:  # linear scan, every catalog title re-normalised
+        if ref_year(row["year"]) == year and ref_normalize(row["title"]) == key:
+            return True
+    return False
+
+
+def reference_hits(completion, groundtruth, seen_titles, catalog_rows, k=K, tol=TOL, in_catalog=None):
+    """Same semantics as ``catalog_hits``: line j of ``completion.split("\\n")`` is rank j; a line hits when it
+    parses as Title (YYYY), its title was not seen, (title, year) is in the catalog, and an unmatched
+    ground-truth item with the same title has |year difference| <= tol (tried 0, +1, -1, +2, -2, ...)."""
+    in_catalog = in_catalog or ref_in_catalog_scan
+    gt = [[ref_normalize(t), ref_year(y), False] for t, y in groundtruth]
+    offsets = [0]
+    for d in range(1, tol + 1):
+        offsets += [d, -d]
+    hits = [0] * k
+    if not gt:
+        return hits
+    for j, line in enumerate(completion.split("\n")[:k]):
+        item = ref_parse(line)
+        if item is None:
+            continue
+        title, year = item
+        key = ref_normalize(title)
+        if any(isinstance(s, str) and ref_normalize(s) == key for s in seen_titles):
+            continue
+        if not in_catalog(catalog_rows, title, year):
+            continue
+        done = False
+        for d in offsets:
+            for g in gt:
+                if not g[2] and g[0] == key and g[1] == year + d:
+                    g[2] = done = True
+                    break
+            if done:
+                break
+        if done:
+            hits[j] = 1
+    return hits
+
+
+# ----------------------------------------------------------------------------------------- variants
+_YEAR_END = re.compile(r"\((\d{4})\)\s*$")
+
+
+def _shift_years(lines, rng, d):
+    out = []
+    for line in lines:
+        s = d * rng.choice((-1, 1))
+        out.append(_YEAR_END.sub(lambda m: f"({int(m.group(1)) + s})", line))
+    return out
+
+
+def variants(row, rng, catalog_rows):
+    """(name, completion, groundtruth, seen) tuples for one row."""
+    text = C.completion_text(row)
+    gt = [list(p) for p in row["groundtruth_with_release_year"]]
+    seen = list(row["seen_titles"])
+    lines = text.split("\n")
+    out = [("original", text, gt, seen)]
+    sh = lines[:]
+    rng.shuffle(sh)
+    out.append(("shuffled", "\n".join(sh), gt, seen))
+    for d in (1, 2, 3):
+        out.append((f"year_pm{d}", "\n".join(_shift_years(lines, rng, d)), gt, seen))
+    # seen titles inserted, and one ground-truth title made "seen"
+    l2 = lines[:]
+    for t in seen[:5]:
+        years = [r["year"] for r in catalog_rows if r["title"] == t] or [2000]
+        l2.insert(rng.randrange(len(l2) + 1), f"{t} ({years[0]})")
+    seen2 = seen + ([gt[0][0]] if gt else [])
+    if gt:
+        l2.insert(0, f"{gt[0][0]} ({gt[0][1]})")
+    out.append(("seen", "\n".join(l2[:K + 3]), gt, seen2))
+    # out of catalog: made-up titles and real titles with a year the catalog does not list
+    l3 = lines[:]
+    for i in range(0, len(l3), 3):
+        l3[i] = f"The Unmade Film Number {rng.randrange(10 ** 6)} ({rng.randrange(1950, 2024)})"
+    for i in range(1, len(l3), 4):
+        r = catalog_rows[rng.randrange(len(catalog_rows))]
+        l3[i] = f"{r['title']} (1888)"
+    out.append(("out_of_catalog", "\n".join(l3), gt, seen))
+    # ground truth injected with year offsets -3..3, with duplicates
+    l4 = lines[:]
+    for t, y in gt[:6] + gt[:2]:
+        yr = int(y) + rng.randint(-3, 3)
+        l4[rng.randrange(len(l4))] = f"{t} ({yr})"
+    l4.insert(rng.randrange(len(l4)), f"{gt[0][0]} ({gt[0][1]})" if gt else "")
+    out.append(("gt_injected", "\n".join(l4), gt, seen))
+    # ground truth at exact years (many hits), in markup
+    l5 = lines[:]
+    for n, (t, y) in enumerate(gt[:8]):
+        fmt = [f"{t} ({y})", f"{n + 1}. **{t} ({y})**", f"- *{t}* ({y})", f'"{t}" ({y})',
+               f"{t.upper()}  ({y})", f"  {t.replace(chr(39), chr(8217))} ( {y} )"][n % 6]
+        l5[min(len(l5) - 1, 2 * n)] = fmt
+    out.append(("gt_markup", "\n".join(l5), gt, seen))
+    # malformed lines
+    l6 = ["Here are 20 movies you might enjoy:", ""]
+    for n, line in enumerate(lines):
+        m = _YEAR_END.search(line)
+        title = line[: m.start()].strip() if m else line
+        year = m.group(1) if m else "2000"
+        l6.append([line, f"{n + 1}) {line}", f"{title} ({year}) - a classic", f"{title} ({year[:2]})",
+                   f"{title} [{year}]", title, f"#{n + 1} {line}", f"**{line}**", f"{line}\r",
+                   unicodedata.normalize("NFKD", f"\uff08{line}")][n % 10])
+    l6 += ["", "Enjoy!"]
+    out.append(("malformed", "\n".join(l6), gt, seen))
+    # long: more than K lines (overflow is ignored)
+    out.append(("overflow", "\n".join(lines + lines[::-1]), gt, seen))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="4 rows, 1 repeat (smoke run)")
+    p.add_argument("--rows", type=int, default=None, help="number of shared rows (default all 100)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats of the fast candidates per chunk (default 5)")
+    p.add_argument("--chunk", type=int, default=50, help="completions per interleaved chunk")
+    p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
+    a = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(1)
+    from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+    from rank_grpo_plugin.openrlhf.reward import hit_keys, reward_func
+    from rank_grpo_plugin.recsys.catalog import Catalog
+    from rank_grpo_plugin.recsys.match import catalog_hits
+
+    info = C.machine()
+    load_start = C.load()
+    catalog_path = C.REDDIT / "catalog.jsonl"
+    t0 = time.perf_counter()
+    catalog = Catalog.from_file(catalog_path)
+    catalog_load_s = time.perf_counter() - t0
+    with open(catalog_path, encoding="utf-8") as f:
+        catalog_rows = [json.loads(line) for line in f if line.strip()]
+    t0 = time.perf_counter()
+    index = {}
+    for r in catalog_rows:
+        index.setdefault(ref_normalize(r["title"]), set()).add(ref_year(r["year"]))
+    index_build_s = time.perf_counter() - t0
+
+    def in_catalog_indexed(_rows, title, year):
+        return year in index.get(ref_normalize(title), ())
+
+    rows = C.reddit_rows()
+    n_rows = a.rows or (4 if a.quick else len(rows))
+    repeats = a.repeats or (1 if a.quick else 5)
+    rng = random.Random(0)
+    items = []
+    for row in rows[:n_rows]:
+        items += variants(row, rng, catalog_rows)
+    kinds = sorted({v[0] for v in items})
+
+    # OpenRLHF reward_func inputs: query = prompt + completion + EOS text, label = JSON
+    opts = RankGRPOOptions(catalog=str(catalog_path), num_ranks=K, year_tolerance=TOL)
+    prompts = ["<|im_start|>user\nRecommend 20 movies.<|im_end|>\n<|im_start|>assistant\n"] * len(items)
+    queries = [pr + c + "<|im_end|>" for pr, (_, c, _, _) in zip(prompts, items)]
+    labels = [json.dumps({"groundtruth": g, "seen": s}) for (_, _, g, s) in items]
+    keys = hit_keys(K)
+
+    def run_ours(lo, hi):
+        return [catalog_hits(c, g, s, catalog, k=K, year_tolerance=TOL) for _, c, g, s in items[lo:hi]]
+
+    def run_reward_func(lo, hi):
+        out = reward_func(queries[lo:hi], prompts[lo:hi], labels[lo:hi], options=opts)
+        cols = torch.stack([out["extra_logs"][key] for key in keys], dim=1)
+        return [[int(x) for x in r] for r in cols.tolist()]
+
+    def run_ref(lo, hi):
+        return [reference_hits(c, g, s, catalog_rows) for _, c, g, s in items[lo:hi]]
+
+    def run_ref_indexed(lo, hi):
+        return [reference_hits(c, g, s, catalog_rows, in_catalog=in_catalog_indexed) for _, c, g, s in items[lo:hi]]
+
+    run_reward_func(0, 1)  # loads the catalog into reward.py's per-process cache (once per process in training)
+    n = len(items)
+    chunks = [(lo, min(n, lo + a.chunk)) for lo in range(0, n, a.chunk)]
+    times = {name: 0.0 for name in ("ours", "reward_func", "reference", "reference_indexed")}
+    chunk_ratios = []
+    mismatches = []
+    hits_total = 0
+    for ci, (lo, hi) in enumerate(chunks):
+        results = {}
+        per = {}
+        order = ["reference", "ours", "reward_func", "reference_indexed"]
+        order = order[ci % 4:] + order[: ci % 4]
+        for name in order:
+            fn = {"ours": run_ours, "reward_func": run_reward_func, "reference": run_ref,
+                  "reference_indexed": run_ref_indexed}[name]
+            reps = 1 if name == "reference" else repeats
+            samples = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                results[name] = fn(lo, hi)
+                samples.append(time.perf_counter() - t0)
+            per[name] = statistics.median(samples)
+            times[name] += per[name]
+        chunk_ratios.append(per["reference"] / per["ours"])
+        for i in range(hi - lo):
+            want = results["reference"][i]
+            for name in ("ours", "reward_func", "reference_indexed"):
+                if results[name][i] != want:
+                    mismatches.append({"index": lo + i, "variant": items[lo + i][0], "candidate": name,
+                                       "reference": want, "got": results[name][i]})
+        hits_total += sum(map(sum, results["ours"]))
+        print(f"  chunk {ci + 1}/{len(chunks)}: reference {per['reference'] / (hi - lo) * 1e3:.1f} ms/completion, "
+              f"ours {per['ours'] / (hi - lo) * 1e6:.0f} us/completion (load {C.load()[0]})", flush=True)
+    if mismatches:
+        raise AssertionError(f"{len(mismatches)} completions differ from the reference, first: {mismatches[:3]}")
+
+    # per-variant hit counts (a sanity view of what was exercised)
+    by_kind = {kd: {"completions": 0, "hits": 0} for kd in kinds}
+    for (kd, c, g, s) in items:
+        by_kind[kd]["completions"] += 1
+        by_kind[kd]["hits"] += sum(catalog_hits(c, g, s, catalog, k=K, year_tolerance=TOL))
+
+    # memory: one pass over the first chunk (10 completions in --quick mode)
+    lo, hi = chunks[0]
+    if a.quick:
+        hi = min(hi, lo + 10)
+    memory = {name: {"python_peak_bytes": C.python_peak_bytes(lambda f=f: f(lo, hi)),
+                     "tensor_peak_bytes": C.tensor_peak_bytes(lambda f=f: f(lo, hi))}
+              for name, f in (("ours", run_ours), ("reward_func", run_reward_func), ("reference", run_ref),
+                              ("reference_indexed", run_ref_indexed))}
+    memory["completions"] = hi - lo
+    memory["catalog_load_python_peak_bytes"] = C.python_peak_bytes(lambda: Catalog.from_file(catalog_path))
+
+    cps = {name: n / t for name, t in times.items()}
+    payload = {
+        "benchmark": "reward_throughput", "quick": a.quick, "machine": info,
+        "load_start": load_start, "load_end": C.load(), "threads": 1, "repeats_fast": repeats,
+        "rows": n_rows, "completions": n, "variants": by_kind, "total_hits": hits_total,
+        "catalog_items": len(catalog), "catalog_load_s": catalog_load_s, "reference_index_build_s": index_build_s,
+        "seconds_total": times, "completions_per_s": cps,
+        "speedup_ours_vs_reference": times["reference"] / times["ours"],
+        "speedup_reward_func_vs_reference": times["reference"] / times["reward_func"],
+        "speedup_ours_vs_reference_indexed": times["reference_indexed"] / times["ours"],
+        "reward_func_overhead_vs_ours": times["reward_func"] / times["ours"],
+        "chunk_speedup_median": statistics.median(chunk_ratios),
+        "target_speedup": TARGET, "identical": not mismatches, "memory": memory,
+    }
+    payload["target_met"] = payload["speedup_ours_vs_reference"] >= TARGET and \
+        payload["speedup_reward_func_vs_reference"] >= TARGET
+    path = C.write_json("reward_throughput", payload, a.out, a.quick)
+
+    print()
+    print(f"Catalog reward throughput -- {n} completions ({n_rows} rows x {len(kinds)} variants), "
+          f"{len(catalog)}-item catalog, 1 thread; load {load_start} -> {payload['load_end']}")
+    print(C.table(["candidate", "completions/s", "us/completion", "speed-up vs reference",
+                   f"python peak MiB ({hi - lo} completions)"],
+                  [[name, f"{cps[name]:.0f}", f"{times[name] / n * 1e6:.0f}",
+                    f"{times['reference'] / times[name]:.1f}x", C.mib(memory[name]["python_peak_bytes"])]
+                   for name in ("reference", "reference_indexed", "ours", "reward_func")]))
+    print(f"per-chunk speed-up ours/reference: median {payload['chunk_speedup_median']:.0f}x over {len(chunks)} chunks; "
+          f"reward_func costs {payload['reward_func_overhead_vs_ours']:.2f}x catalog_hits")
+    print(f"catalog load {catalog_load_s * 1e3:.0f} ms (once per process; python peak "
+          f"{C.mib(memory['catalog_load_python_peak_bytes'])} MiB); identical hits on all {n} completions: "
+          f"{payload['identical']} ({hits_total} hits)")
+    print("hits per variant: " + ", ".join(f"{kd} {v['hits']}/{v['completions']}" for kd, v in by_kind.items()))
+    print(f"target >= {TARGET:.0f}x (ours and reward_func vs reference): {'MET' if payload['target_met'] else 'MISSED'}")
+    print(f"wrote {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Smoke test of the micro benchmarks (issue 7): each script's ``--quick`` mode runs and its identical-output
+checks pass (rank ids vs the decode loop, hits vs the plain reference, the OpenRLHF loss wrapper vs the core loss).
+
+The scripts run in this process (``main(argv)``), so torch/transformers/OpenRLHF are imported once; JSON goes to
+``tmp_path``. Timings and targets are not asserted here (shared CI machines): see docs/BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+TOKENIZER = Path.home() / ".cache" / "rank_grpo_plugin" / "SmolLM2-135M-Instruct" / "tokenizer.json"
+need_tokenizer = pytest.mark.skipif(
+    not TOKENIZER.exists(), reason=f"SmolLM2 tokenizer cache missing ({TOKENIZER}); build it with "
+    "`python3 -c 'from rank_grpo_plugin.cli.generate import prepare_smollm2; prepare_smollm2()'`")
+
+
+def _script(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@need_tokenizer
+def test_segmentation_quick(tmp_path):
+    out = _script("segmentation").main(["--quick", "--out", str(tmp_path)])
+    assert out["all_identical"] and all(c["identical"] for c in out["cells"])
+    assert out["cells"] and out["table"]["build_s_median"] > 0
+    assert (tmp_path / "segmentation_quick.json").exists()
+
+
+def test_reward_throughput_quick(tmp_path):
+    out = _script("reward_throughput").main(["--quick", "--rows", "3", "--out", str(tmp_path)])
+    assert out["identical"] and out["completions"] >= 30 and out["total_hits"] > 0
+    assert (tmp_path / "reward_throughput_quick.json").exists()
+
+
+@need_tokenizer
+def test_policy_loss_quick(tmp_path):
+    pytest.importorskip("openrlhf")
+    out = _script("policy_loss").main(["--quick", "--out", str(tmp_path)])
+    assert out["wrapper_matches_core"] and out["all_finite"]
+    assert (tmp_path / "policy_loss_quick.json").exists()
