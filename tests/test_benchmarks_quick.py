@@ -10,7 +10,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 # The segmentation and loss scripts use SmolLM2's real tokenizer; on a fresh machine the first of them converts it
@@ -40,7 +39,6 @@ def test_reward_throughput_quick(tmp_path):
 
 
 def test_policy_loss_quick(tmp_path):
-    pytest.importorskip("openrlhf")
     out = _script("policy_loss").main(["--quick", "--out", str(tmp_path)])
     assert out["wrapper_matches_core"] and out["all_finite"]
     assert (tmp_path / "policy_loss_quick.json").exists()

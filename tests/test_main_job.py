@@ -12,10 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("openrlhf")
-pytest.importorskip("vllm")
-torch = pytest.importorskip("torch")
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "cpu" / "main_job.sh"

@@ -49,7 +49,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    pytest.importorskip("vllm")
     from rank_grpo_plugin.tiny_model import build_tiny_model
 
     return Path(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
@@ -116,7 +115,6 @@ def test_bc_data_against_vllm_server(built, reddit_catalog):
 
 
 def test_built_dataset_trains_with_openrlhf_train_sft(built, tiny_model, tmp_path):
-    pytest.importorskip("openrlhf")
     out, _ = built
     cmd = [sys.executable, "-m", "openrlhf.cli.train_sft", "--model.model_name_or_path", str(tiny_model),
            "--data.dataset", str(out / "sft.jsonl"), "--data.input_key", "input", "--data.output_key", "output",

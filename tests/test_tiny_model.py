@@ -7,9 +7,6 @@ import time
 
 import pytest
 
-pytest.importorskip("transformers")
-pytest.importorskip("tokenizers")
-
 from rank_grpo_plugin.tiny_model import build_tiny_model  # noqa: E402
 
 

@@ -10,10 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("openrlhf")
-pytest.importorskip("vllm")
-torch = pytest.importorskip("torch")
+import torch
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend tests; CUDA machines use the GPU path")
 

@@ -7,9 +7,6 @@ import json
 
 import pytest
 
-pytest.importorskip("openrlhf")
-pytest.importorskip("ray")
-
 _SCRIPT = r"""
 import json
 import openrlhf  # activation: the CPU backend registers its import hooks (ray.init included)

@@ -8,9 +8,7 @@ import types
 from types import SimpleNamespace
 
 import pytest
-
-pytest.importorskip("openrlhf")
-torch = pytest.importorskip("torch")
+import torch
 
 from rank_grpo_plugin.openrlhf import cpu  # noqa: E402  (importing cpu.py patches nothing)
 
@@ -188,7 +186,7 @@ def test_patches_applied_on_import_and_opt_out(run_py):
 
 
 def test_ray_init_patch_only_adds_resources_for_a_new_local_cluster(monkeypatch):
-    ray = pytest.importorskip("ray")
+    import ray
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
     assert cpu._ray_connects(ray, None) is True
     monkeypatch.delenv("RAY_ADDRESS")

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA device (torch.cuda.is_available() is False): the GPU smoke test needs a GPU; the CPU path "
-                "is covered by tests/cpu_backend", allow_module_level=True)
-pytest.importorskip("openrlhf")
-pytest.importorskip("vllm")
+import torch
+
+# The one resource a CPU machine lacks: a CUDA device. OpenRLHF and vLLM are part of every install.
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device (torch.cuda.is_available() is False): the GPU smoke test needs a GPU; the CPU path is "
+           "covered by tests/cpu_backend")
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data" / "reddit_v2"

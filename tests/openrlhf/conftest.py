@@ -32,6 +32,17 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 EXPECT_REGISTRY = os.environ.get("RANK_GRPO_TEST_EXPECT_REGISTRY") == "1"
 
 
+def pytest_collection_modifyitems(config, items):
+    """On the patched copy (EXPECT_REGISTRY) the plugin patches nothing: tests of the runtime patches do not apply
+    there and are deselected (reported as such), never skipped."""
+    if not EXPECT_REGISTRY:
+        return
+    patch_only = [item for item in items if item.get_closest_marker("patch_only")]
+    if patch_only:
+        config.hook.pytest_deselected(items=patch_only)
+        items[:] = [item for item in items if not item.get_closest_marker("patch_only")]
+
+
 @pytest.fixture(scope="session")
 def expect_registry() -> bool:
     return EXPECT_REGISTRY

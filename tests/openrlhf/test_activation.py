@@ -120,9 +120,8 @@ def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
     assert not rep_off["active"] and rep_off["patches"] == {}
 
 
-def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch, expect_registry):
-    if expect_registry:
-        pytest.skip("no runtime patches with the registry")
+@pytest.mark.patch_only
+def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch):
     import types
 
     from rank_grpo_plugin.openrlhf import activate
@@ -146,9 +145,8 @@ def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch, expect_regi
         maker.compute_advantages_and_returns([1])
 
 
-def test_fingerprints_match_installed_openrlhf(expect_registry):
-    if expect_registry:
-        pytest.skip("the patched copy differs on purpose")
+@pytest.mark.patch_only  # the patched copy differs on purpose
+def test_fingerprints_match_installed_openrlhf():
     import importlib
 
     from rank_grpo_plugin.openrlhf import activate

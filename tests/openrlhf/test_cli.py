@@ -118,9 +118,8 @@ def test_missing_reward_and_catalog_errors(helpers, tmp_path, capsys):
     assert "needs --algo.advantage.estimator rank_grpo" in capsys.readouterr().err
 
 
-def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, monkeypatch, expect_registry):
-    if expect_registry:
-        pytest.skip("with the upstream registry the version guard does not apply")
+@pytest.mark.patch_only  # with the upstream registry the version guard does not apply
+def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, monkeypatch):
     monkeypatch.setattr(activate, "openrlhf_version", lambda: "0.10.1")
     with pytest.raises(SystemExit) as exc:
         helpers.run_cli(_rank(helpers, catalog_path))
@@ -134,9 +133,8 @@ def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, mo
         activate.require_supported()
 
 
-def test_changed_parser_is_refused(monkeypatch, catalog_path, expect_registry):
-    if expect_registry:
-        pytest.skip("runtime parser patch not used with the registry")
+@pytest.mark.patch_only  # the registry path uses no runtime parser patch
+def test_changed_parser_is_refused(monkeypatch, catalog_path):
     import argparse
 
     parser = argparse.ArgumentParser()

@@ -26,9 +26,8 @@ def _patched_copy(tmp_path: Path) -> Path:
     return dest
 
 
-def test_patch_exists_and_applies_cleanly(tmp_path, expect_registry):
-    if expect_registry:
-        pytest.skip("already running on the patched copy")
+@pytest.mark.patch_only  # applies the patch to the installed (unpatched) OpenRLHF
+def test_patch_exists_and_applies_cleanly(tmp_path):
     assert PATCHES, "patches/*.patch missing"
     dest = _patched_copy(tmp_path)
     ext = (dest / "openrlhf" / "utils" / "extensions.py").read_text()
@@ -45,12 +44,10 @@ def test_patch_exists_and_applies_cleanly(tmp_path, expect_registry):
 
 
 @pytest.mark.slow
-def test_integration_suite_through_the_registry(tmp_path, expect_registry):
-    if expect_registry:
-        pytest.skip("already running on the patched copy")
+@pytest.mark.patch_only  # starts the re-run on the patched copy
+def test_integration_suite_through_the_registry(tmp_path):
     dest = _patched_copy(tmp_path)
-    env = dict(os.environ, RANK_GRPO_TEST_EXPECT_REGISTRY="1", HF_HUB_OFFLINE="1",
-               RANK_GRPO_ALLOW_SKIPS="1")  # patch-only tests skip on purpose there
+    env = dict(os.environ, RANK_GRPO_TEST_EXPECT_REGISTRY="1", HF_HUB_OFFLINE="1")  # patch_only tests deselected
     env["PYTHONPATH"] = os.pathsep.join([str(dest)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     here = Path(__file__).parent
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
