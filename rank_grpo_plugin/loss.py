@@ -18,8 +18,8 @@ def _bins(rank_ids: torch.Tensor, mask: torch.Tensor, num_ranks: int) -> torch.T
 
 
 def _units(log_probs, old_log_probs, rank_ids, m, num_ranks):
-    """(mean log-ratio [B, K+2] float32, token count [B, K+2], bins [B, T]); column K+1 collects padding, whose
-    log-ratio is 0 (so its ratio is exactly 1 and a gather needs no extra column)."""
+    """(mean log-ratio [B, K+2] float32, token count [B, K+2], bins [B, T]); column K+1 collects the padding
+    (log-ratio 0, dropped by the callers)."""
     mf = m.float()
     b = log_probs.shape[0]
     bins = _bins(rank_ids, m, num_ranks)
@@ -85,8 +85,8 @@ def rank_policy_loss(
 
     Computed per unit, exactly: since w_u is shared by the unit's tokens, min(w A, clip(w) A) is A min(w, 1 + eps_high)
     for A > 0 and A max(w, 1 - eps_low) for A < 0, so sum_{t in u} loss_t = -(P_u min(w_u, 1 + eps_high) +
-    N_u max(w_u, 1 - eps_low)) with P_u / N_u the sums of the unit's positive / negative advantages. Per token
-    only one scatter (forward) and one gather (backward) remain.
+    N_u max(w_u, 1 - eps_low)) with P_u / N_u the sums of the unit's positive / negative advantages. The gradient
+    path per token is one scatter (forward) and its gather (backward).
 
     Args:
         log_probs: FloatTensor[B, T], requires grad.
