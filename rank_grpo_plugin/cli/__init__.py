@@ -6,6 +6,7 @@ Subcommands (each has ``--help``)::
     rank-grpo catalog   build | convert | inspect item catalogs (the official .pkl is read safely)
     rank-grpo evaluate  a model (vLLM or HF generate) or a file of generated lists -> metrics JSON/Markdown/PNG
     rank-grpo report    compare several evaluation JSON files (Markdown table + per-rank plot)
+    rank-grpo synth     generate a miniature, CPU-learnable recommendation task from a real catalog
     rank-grpo bc-data   Stage 1: teacher lists -> Remap -> Reflect -> Adjust -> catalog-grounded SFT dataset
 
 Subcommand modules are imported only when their command runs, so ``--help`` is fast and nothing heavy
@@ -25,6 +26,7 @@ _COMMANDS = {
     "catalog": ".catalog",
     "evaluate": ".evaluate",
     "report": ".report",
+    "synth": ".synth",
     "bc-data": "..stage1.cli",
 }
 
