@@ -113,3 +113,40 @@ def test_smollm2_conversion_from_gguf(tmp_path, monkeypatch):
     text = _greedy_reference(str(path), [{"role": "user", "content": "Name a movie like Heat (1995)."}], 8)
     assert isinstance(text, str) and text.strip()
     assert prepare_smollm2() == path  # cached: second call does not convert again
+
+
+def test_sampled_evaluation_mean_and_sd_over_samples(tmp_path, tiny, mini):
+    import statistics
+
+    from rank_grpo_plugin.recsys.catalog import Catalog
+    from rank_grpo_plugin.recsys.evaluation import evaluate_list
+
+    data, cat, prompts = mini
+    args = ["evaluate", "--model", tiny, "--backend", "hf", "--data", data, "--catalog", cat, "--max-new-tokens",
+            "16", "--batch-size", "4", "--temperature", "1.0", "--num-samples", "3", "--no-plot"]
+    assert main(args + ["--seed", "7", "--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["--seed", "7", "--out", str(tmp_path / "b")]) == 0
+    assert main(args + ["--seed", "8", "--out", str(tmp_path / "c")]) == 0
+    gens = [[json.loads(l) for l in (tmp_path / d / "generations.jsonl").read_text().splitlines()] for d in "abc"]
+    assert gens[0] == gens[1] and gens[0] != gens[2]  # reproducible per seed
+    assert len(gens[0]) == 2 and all(len(g["completion"]) == 3 for g in gens[0])  # 3 lists per conversation
+    res = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert res["config"]["decoding"] == "sampled (T=1.0, n=3)" and res["summary"]["rows"] == 9
+    # independent recomputation: per-sample means over the 3 data rows, then mean and sd over the 3 samples
+    rows = [json.loads(l) for l in Path(data).read_text().splitlines()]
+    by_prompt = {json.dumps(g["prompt"], sort_keys=True): g["completion"] for g in gens[0]}
+    catalog = Catalog.from_file(cat)
+    per_sample = []
+    for s in range(3):
+        vals = [evaluate_list(by_prompt[json.dumps(r["prompt"], sort_keys=True)][s],
+                              r["groundtruth_with_release_year"], r["seen_titles"], catalog).metrics["rank/ndcg@20"]
+                for r in rows]
+        per_sample.append(sum(vals) / len(vals))
+    spread = res["samples"]
+    assert spread["n"] == 3
+    assert [m["rank/ndcg@20"] for m in spread["metrics_per_sample"]] == pytest.approx(per_sample)
+    assert spread["metrics_sd"]["rank/ndcg@20"] == pytest.approx(statistics.stdev(per_sample))
+    assert res["summary"]["metrics"]["rank/ndcg@20"] == pytest.approx(statistics.mean(per_sample))
+    # greedy with several samples is refused, naming the flags
+    assert main(["evaluate", "--model", tiny, "--backend", "hf", "--data", data, "--catalog", cat,
+                 "--num-samples", "2", "--out", str(tmp_path / "d")]) == 2

@@ -20,7 +20,10 @@ is rank k, as the reward sees it). Outputs go to --out: metrics.json (every figu
 and generations.jsonl when a model generated the lists (reusable with --predictions).
 
 Sources of the lists (one):
-  --model DIR|smollm2   greedy generation, one per unique conversation (vLLM if importable, else HF generate)
+  --model DIR|smollm2   generation, one list per unique conversation (vLLM if importable, else HF generate):
+                        greedy by default; --temperature T --num-samples N samples N lists per conversation and
+                        reports every metric as mean +- sd over the N samples (small models' greedy lists are
+                        often degenerate, their sampled ones are what RL trains on)
   --predictions FILE    JSONL/JSON rows with a completion (string or assistant message), matched to the data
                         by prompt when the rows carry one, else by position (one per row or per conversation)
   --from-data           the data rows' own completion field (e.g. the Reddit-v2 SFT targets)
@@ -52,6 +55,11 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     g.add_argument("--batch-size", type=int, default=16, help="HF generate batch size")
     g.add_argument("--max-new-tokens", type=int, default=320)
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    g.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature (default 0: greedy, one list per conversation)")
+    g.add_argument("--num-samples", type=int, default=1,
+                   help="lists sampled per conversation with --temperature > 0 (metrics: mean +- sd over samples)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed")
     m = p.add_argument_group("metrics")
     m.add_argument("--k", type=int, default=20, help="list length K asked of the model (default 20)")
     m.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20], help="cut-offs (default 5 10 20)")
@@ -133,7 +141,7 @@ def _data_tag(path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import Fields, load_rows, write_atomic
-    from ..recsys.evaluation import aggregate, evaluate_list
+    from ..recsys.evaluation import aggregate, evaluate_list, sample_spread
     from .report import plot_per_rank, summary_markdown
 
     _defaults(args)
@@ -153,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
               "truncate_first": args.truncate_first, "rows": len(rows), "conversations": len(unique)}
     timing: Dict[str, Optional[float]] = {"generation_s": None}
     generations = None
+    sample_completions: Optional[List[List[str]]] = None
+    if (args.temperature != 0 or args.num_samples != 1) and not args.model:
+        raise CliError("--temperature / --num-samples apply to --model generation only")
     if args.from_data:
         completions = [r.completion or "" for r in rows]
         config["predictions"] = f"{args.data} [{args.completion_field}]"
@@ -162,31 +173,42 @@ def run(args: argparse.Namespace) -> int:
         config["predictions"] = args.predictions
         name = args.name or os.path.splitext(os.path.basename(args.predictions))[0]
     else:
-        from .generate import generate, resolve_model
+        from .generate import generate_samples, resolve_model
 
         model_dir, model_name = resolve_model(args.model)
         t0 = time.time()
-        texts, backend = generate(model_dir, [first_row[k].prompt for k in unique], args.backend,
-                                  args.batch_size, args.max_new_tokens, args.dtype)
+        texts, backend = generate_samples(model_dir, [first_row[k].prompt for k in unique], args.backend,
+                                          args.batch_size, args.max_new_tokens, args.dtype, args.seed,
+                                          args.temperature, args.num_samples)
         timing["generation_s"] = time.time() - t0
-        timing["lists_per_s"] = len(unique) / max(timing["generation_s"], 1e-9)
+        timing["lists_per_s"] = len(unique) * args.num_samples / max(timing["generation_s"], 1e-9)
         by_key = dict(zip(unique, texts))
-        completions = [by_key[k] for k in keys]
-        generations = [{args.prompt_field: first_row[k].prompt, args.completion_field: by_key[k]} for k in unique]
+        sample_completions = [[by_key[k][s] for k in keys] for s in range(args.num_samples)]
+        completions = sample_completions[0]
+        generations = [{args.prompt_field: first_row[k].prompt,
+                        args.completion_field: by_key[k][0] if args.num_samples == 1 else by_key[k]}
+                       for k in unique]
+        decoding = "greedy" if args.temperature == 0 else f"sampled (T={args.temperature}, n={args.num_samples})"
         config.update(model=str(args.model), model_dir=str(model_dir), backend=backend,
-                      max_new_tokens=args.max_new_tokens, decoding="greedy")
+                      max_new_tokens=args.max_new_tokens, decoding=decoding, temperature=args.temperature,
+                      num_samples=args.num_samples, seed=args.seed)
         name = args.name or f"{model_name}-{_data_tag(args.data)}"
 
     t0 = time.time()
-    evals = []
     truncate = args.k if args.truncate_first else None
-    for row, text in progress(list(zip(rows, completions)), "evaluate", unit="row"):
+    per_sample = sample_completions if sample_completions is not None else [completions]
+    pairs = [(row, text) for texts in per_sample for row, text in zip(rows, texts)]
+    evals = []
+    for row, text in progress(pairs, "evaluate", unit="list"):
         evals.append(evaluate_list(text, row.groundtruth, row.seen, catalog, ks=args.ks, k=args.k,
                                    year_tolerance=args.year_tolerance, truncate_first=truncate))
     timing["evaluation_s"] = time.time() - t0
     timing["total_s"] = time.time() - t_start
     result = {"name": name, "created": datetime.datetime.now().isoformat(timespec="seconds"),
               "config": config, "timing": timing, "summary": aggregate(evals, k=args.k)}
+    if len(per_sample) > 1:
+        result["samples"] = sample_spread([aggregate(evals[i * len(rows):(i + 1) * len(rows)], k=args.k)
+                                           for i in range(len(per_sample))])
 
     out = args.out or os.path.join("runs", f"eval-{name}")
     os.makedirs(out, exist_ok=True)
@@ -198,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         files["rows.jsonl"] = "".join(
             json.dumps({"where": r.where, "completion": c, "paper_hits": e.paper_hits, "rank_hits": e.rank_hits,
                         "metrics": e.metrics}, ensure_ascii=False) + "\n"
-            for r, c, e in zip(rows, completions, evals))
+            for r, c, e in zip(rows, completions, evals))  # the first sample's lists
     for fname, text in files.items():
         write_atomic(os.path.join(out, fname), text)
     if not args.no_plot:

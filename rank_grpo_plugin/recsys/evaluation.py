@@ -33,6 +33,7 @@ __all__ = [
     "aggregate",
     "evaluate_list",
     "paper_hits",
+    "sample_spread",
 ]
 
 DEFAULT_KS: Tuple[int, ...] = (5, 10, 20)
@@ -174,3 +175,19 @@ def aggregate(evals: Sequence[ListEvaluation], k: int = 20) -> Dict[str, object]
         "mean_groundtruth": _mean([float(e.n_groundtruth) for e in evals]),
         "length_histogram": {str(c): hist[c] for c in sorted(hist)},
     }
+
+
+def sample_spread(summaries: Sequence[Dict[str, object]]) -> Dict[str, object]:
+    """Spread of N evaluations of the same rows (one per sampled list per conversation).
+
+    ``summaries`` are :func:`aggregate` outputs, one per sample index. Returns ``{"n": N, "metrics_mean": {..},
+    "metrics_sd": {..}, "metrics_per_sample": [{..}, ...]}`` with the sample standard deviation (ddof 1; 0 when
+    N = 1) of each metric's per-sample mean over rows. The pooled ``aggregate`` of all N x rows lists has the
+    same means.
+    """
+    per = [dict(s["metrics"]) for s in summaries]  # type: ignore[arg-type]
+    n = len(per)
+    names = list(per[0]) if per else []
+    mean = {k: _mean([p[k] for p in per]) for k in names}
+    sd = {k: (sum((p[k] - mean[k]) ** 2 for p in per) / (n - 1)) ** 0.5 if n > 1 else 0.0 for k in names}
+    return {"n": n, "metrics_mean": mean, "metrics_sd": sd, "metrics_per_sample": per}
