@@ -171,19 +171,18 @@ def plain_index(catalog_rows):
     return index
 
 
-def plain_hits(completion, groundtruth, seen_titles, index, k=K, tol=TOL):
-    """What a competent user writes: one regex per line, a normalised-title dict, the same matching rules."""
+def indexed_match(items, groundtruth, seen_titles, index, norm, k=K, tol=TOL):
+    """The matching tail both fair baselines share: ``items`` are (rank, title, year) of parsed lines; an item
+    hits when its normalised title is not seen, (title, year) is in ``index`` (normalised title -> years) and an
+    unmatched ground-truth item with that title is within +-tol years (tried 0, +1, -1, ...)."""
     open_gt = {}
     for t, y in groundtruth:
-        open_gt.setdefault(plain_norm(t), []).append(int(y))
-    seen = {plain_norm(s) for s in seen_titles}
+        open_gt.setdefault(norm(t), []).append(int(y))
+    seen = {norm(s) for s in seen_titles}
     offsets = [0] + [d for e in range(1, tol + 1) for d in (e, -e)]
     hits = [0] * k
-    for j, line in enumerate(completion.split("\n")[:k]):
-        m = _PLAIN_LINE.match(line)
-        if m is None:
-            continue
-        key, year = plain_norm(m.group(1)), int(m.group(2))
+    for j, title, year in items:
+        key = norm(title)
         if key in seen or year not in index.get(key, ()):
             continue
         years = open_gt.get(key)
@@ -195,6 +194,13 @@ def plain_hits(completion, groundtruth, seen_titles, index, k=K, tol=TOL):
                 hits[j] = 1
                 break
     return hits
+
+
+def plain_hits(completion, groundtruth, seen_titles, index, k=K, tol=TOL):
+    """What a competent user writes: one regex per line, a normalised-title dict, the same matching rules."""
+    items = [(j, m.group(1), int(m.group(2)))
+             for j, m in enumerate(map(_PLAIN_LINE.match, completion.split("\n")[:k])) if m is not None]
+    return indexed_match(items, groundtruth, seen_titles, index, plain_norm, k, tol)
 
 
 # ----------------------------------------------------------------------------------------- official semantics
@@ -231,25 +237,8 @@ def official_hits(completion, groundtruth, seen_titles, index, k=K, tol=TOL):
                 items.append(item)
                 if len(items) == k:
                     break
-    open_gt = {}
-    for t, y in groundtruth:
-        open_gt.setdefault(off_norm(t), []).append(int(y))
-    seen = {off_norm(s) for s in seen_titles}
-    offsets = [0] + [d for e in range(1, tol + 1) for d in (e, -e)]
-    hits = [0] * k
-    for j, (title, year) in enumerate(items[:k]):
-        key = off_norm(title)
-        if key in seen or year not in index.get(key, ()):
-            continue
-        years = open_gt.get(key)
-        if not years:
-            continue
-        for d in offsets:
-            if year + d in years:
-                years.remove(year + d)
-                hits[j] = 1
-                break
-    return hits
+    return indexed_match([(j, t, y) for j, (t, y) in enumerate(items)], groundtruth, seen_titles, index, off_norm,
+                         k, tol)
 
 
 # ----------------------------------------------------------------------------------------- variants
