@@ -145,7 +145,7 @@ CATALOG_ITEMS = [
 ]
 MARKUP = ["{t} ({y})", "{n}. {t} ({y})", "{n}) **{t}** ({y})", "- *{t}* ({y})", '"{t}" ({y})', "**{t} ({y})**",
           "#{n} {t} ({y})", "  {u}  ( {y} )\r", "\u2022 \u201c{t}\u201d ({y})", "{t} ({y}) - a classic", "{t} [{y}]",
-          "{t}", "{n}. {t} ({y2})", "{l} ({y})", "`{t}` ({y})", "\uff08{t} ({y})"]
+          "{t}", "{n}. {t} ({y2})", "{l} ({y})", "`{t}` ({y})", "\uff08{t} ({y})", "{w} ({y})", "{n}. {b} ({y})"]
 
 
 def hostile_completion(rng):
@@ -160,7 +160,8 @@ def hostile_completion(rng):
             t, y = rng.choice(CATALOG_ITEMS)
             t2 = t.replace("'", "\u2019") if rng.random() < 0.3 else t
             lines.append(rng.choice(MARKUP).format(t=t2, y=y + rng.choice([0, 0, 0, 1, -2, 3]), y2=y, n=n + 1,
-                                                   u=t.upper(), l=t.lower()))
+                                                   u=t.upper(), l=t.lower(), w=t.replace(" ", " \t  "),
+                                                   b=t.replace("'", "`")))
     return "\n".join(lines)
 
 

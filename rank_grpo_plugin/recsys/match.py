@@ -96,6 +96,13 @@ def catalog_hits_and_flags(
 
 
 def _scan(completion, groundtruth, seen_titles, catalog, k, year_tolerance, flags):
+    """The loop behind both entry points; ``flags`` asks for the per-line in-catalog flags too.
+
+    Without flags a line is looked up only when it can hit, and an ASCII line is not even parsed unless the
+    longest word of some ground-truth title key occurs in it (lowercased, "`" as "'"): the parsed key of an
+    ASCII line is its title lowercased with whitespace collapsed, the title a substring of the line, so every
+    word of the key occurs in the lowercased line. Non-ASCII lines (NFKC may change them) are always parsed.
+    """
     gt = GroundTruth(groundtruth)
     hits = [0] * k
     in_catalog = [0] * k if flags else hits
@@ -103,9 +110,19 @@ def _scan(completion, groundtruth, seen_titles, catalog, k, year_tolerance, flag
         return hits, in_catalog
     open_years = gt._open
     index = catalog.index
+    words = None if flags else [max(key.split(), key=len) for key in open_years if key and key.isascii()]
     seen = None  # normalised only when a line could hit
     offsets = year_offsets(year_tolerance)
     for j, line in enumerate(split_ranks(completion, k)):
+        if words is not None and line.isascii():
+            low = line.lower()
+            if "`" in low:
+                low = low.replace("`", "'")
+            for w in words:
+                if w in low:
+                    break
+            else:
+                continue  # no ground-truth title can be this line's key
         item = parse_key(line)
         if item is None:
             continue
