@@ -126,16 +126,14 @@ def load_catalog(path: str):
 def score_completion(completion: str, label: Any, catalog, num_ranks: int, year_tolerance: int,
                      where: str = "sample") -> Dict[str, Any]:
     """Per-rank hits, NDCG@K and in-catalog rate of one completion. Raises :class:`LabelError` only."""
-    from rank_grpo_plugin.recsys.match import catalog_hits
+    from rank_grpo_plugin.recsys.match import catalog_hits_and_flags
     from rank_grpo_plugin.recsys.metrics import ndcg_at_k
-    from rank_grpo_plugin.recsys.parse import parse_line, split_ranks
 
     groundtruth, seen = parse_label(label, where)
-    try:
-        hits = catalog_hits(completion, groundtruth, seen, catalog, k=num_ranks, year_tolerance=year_tolerance)
-        lines = split_ranks(completion, num_ranks)
-        parsed = [parse_line(line) for line in lines]
-        in_cat = sum(1 for it in parsed if it is not None and catalog.contains(it.title, it.year))
+    try:  # one pass over the lines: hits and per-line in-catalog flags together
+        hits, flags = catalog_hits_and_flags(completion, groundtruth, seen, catalog, k=num_ranks,
+                                             year_tolerance=year_tolerance)
+        in_cat = sum(flags)
     except LabelError:
         raise
     except Exception as e:  # model output must never crash training

@@ -73,6 +73,13 @@ class Catalog:
             return False
         return self.contains(title, year)
 
+    @property
+    def index(self) -> Dict[str, Set[int]]:
+        """The lookup index, built once at load: ``normalize_title(title)`` -> set of years. Read-only by
+        contract (matching reads it directly to skip a call per line); ``contains(t, y)`` is
+        ``parse_year(y) in index.get(normalize_title(t), ())``."""
+        return self._years
+
     def contains(self, title: str, year: object) -> bool:
         """True when the catalog holds ``title`` (normalised) with exactly this year."""
         y = parse_year(year)

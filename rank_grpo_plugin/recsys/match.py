@@ -7,12 +7,12 @@ same segmentation as :func:`rank_grpo_plugin.rank_ids` -- and an invalid line is
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 from .catalog import Catalog, parse_year
-from .parse import normalize_title, parse_line, split_ranks
+from .parse import normalize_title, parse_key, split_ranks
 
-__all__ = ["catalog_hits", "GroundTruth", "year_offsets"]
+__all__ = ["catalog_hits", "catalog_hits_and_flags", "GroundTruth", "year_offsets"]
 
 
 def year_offsets(tolerance: int) -> List[int]:
@@ -36,7 +36,7 @@ class GroundTruth:
         for i, pair in enumerate(groundtruth):
             if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)):
                 raise ValueError(f"{where}[{i}]: expected [title, year], got {pair!r}")
-            year = parse_year(pair[1])
+            year = pair[1] if type(pair[1]) is int else parse_year(pair[1])
             if year is None:
                 raise ValueError(f"{where}[{i}]: year must be an integer or digit string, got {pair[1]!r}")
             self._open.setdefault(normalize_title(pair[0]), []).append(year)
@@ -76,20 +76,69 @@ def catalog_hits(
         list of k ints in {0, 1}; position j is line j of ``completion.split("\\n")`` (missing lines are 0).
         Each ground-truth occurrence is matched at most once, so a repeated item earns credit once.
     """
+    return _scan(completion, groundtruth, seen_titles, catalog, k, year_tolerance, False)[0]
+
+
+def catalog_hits_and_flags(
+    completion: str,
+    groundtruth: Iterable[Sequence[object]],
+    seen_titles: Iterable[str],
+    catalog: Catalog,
+    k: int = 20,
+    year_tolerance: int = 2,
+) -> Tuple[List[int], List[int]]:
+    """``(catalog_hits(...), in_catalog)`` in one pass over the lines (what the reward needs).
+
+    ``in_catalog[j]`` is 1 when line j parses as ``Title (YYYY)`` and the catalog holds exactly that
+    (title, year), seen or not (``catalog.contains`` of ``parse_line(line)``); both lists have k entries.
+    """
+    return _scan(completion, groundtruth, seen_titles, catalog, k, year_tolerance, True)
+
+
+def _scan(completion, groundtruth, seen_titles, catalog, k, year_tolerance, flags):
+    """The loop behind both entry points; ``flags`` asks for the per-line in-catalog flags too.
+
+    Without flags a line is looked up only when it can hit, and an ASCII line is not even parsed unless the
+    longest word of some ground-truth title key occurs in it (lowercased, "`" as "'"): the parsed key of an
+    ASCII line is its title lowercased with whitespace collapsed, the title a substring of the line, so every
+    word of the key occurs in the lowercased line. Non-ASCII lines (NFKC may change them) are always parsed.
+    """
     gt = GroundTruth(groundtruth)
-    seen = {normalize_title(t) for t in seen_titles if isinstance(t, str)}
-    offsets = year_offsets(year_tolerance)
     hits = [0] * k
-    if gt.size == 0:
-        return hits
+    in_catalog = [0] * k if flags else hits
+    if gt.size == 0 and not flags:
+        return hits, in_catalog
+    open_years = gt._open
+    index = catalog.index
+    words = None if flags else [max(key.split(), key=len) for key in open_years if key and key.isascii()]
+    seen = None  # normalised only when a line could hit
+    offsets = year_offsets(year_tolerance)
     for j, line in enumerate(split_ranks(completion, k)):
-        item = parse_line(line)
+        if words is not None and line.isascii():
+            low = line.lower()
+            if "`" in low:
+                low = low.replace("`", "'")
+            for w in words:
+                if w in low:
+                    break
+            else:
+                continue  # no ground-truth title can be this line's key
+        item = parse_key(line)
         if item is None:
             continue
-        key = normalize_title(item.title)
-        if key in seen or not catalog.contains(item.title, item.year):
+        key, year = item
+        years = open_years.get(key)
+        if not flags and not years:
+            continue  # cannot hit: no unmatched ground-truth item has this title
+        cat_years = index.get(key)
+        if cat_years is None or year not in cat_years:
             continue
-        if gt.take(key, item.year, offsets):
+        if flags:
+            in_catalog[j] = 1
+            if not years:
+                continue
+        if seen is None:
+            seen = {normalize_title(t) for t in seen_titles if isinstance(t, str)}
+        if key not in seen and gt.take(key, year, offsets):
             hits[j] = 1
-    return hits
-
+    return hits, in_catalog

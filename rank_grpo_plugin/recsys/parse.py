@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
-__all__ = ["ParsedItem", "normalize_title", "parse_line", "split_ranks"]
+__all__ = ["ParsedItem", "normalize_title", "parse_key", "parse_line", "split_ranks"]
 
 
 class ParsedItem(NamedTuple):
@@ -25,14 +25,17 @@ _TRANSLATE = str.maketrans(
         "\u00a0": " ",
     }
 )
-_WS = re.compile(r"\s+")
 
 
 def normalize_title(title: str) -> str:
     """Comparison key of a title: NFKC, typographic quotes/dashes to ASCII, Unicode casefold, whitespace
     collapsed and stripped. ``normalize_title("The  Matrix") == normalize_title("the matrix")``."""
-    t = unicodedata.normalize("NFKC", title).translate(_TRANSLATE).casefold()
-    return _WS.sub(" ", t).strip()
+    if title.isascii():  # NFKC is the identity on ASCII, casefold is lower, "`" is the only mapped character
+        if "`" in title:
+            title = title.replace("`", "'")
+        return " ".join(title.lower().split())
+    # str.split() splits on exactly the characters re's \s matches (both use Py_UNICODE_ISSPACE)
+    return " ".join(unicodedata.normalize("NFKC", title).translate(_TRANSLATE).casefold().split())
 
 
 # "1." "1)" "#1" list numbering (not "300: ..." nor "(500) Days of Summer"); "-", "*", "+", bullet characters.
@@ -40,7 +43,6 @@ _NUMBERING = re.compile(r"^\s*(?:\d{1,3}[.)](?!\d)|#\d{1,3}[.)]?(?=\s))\s*")
 _BULLET = re.compile(r"^\s*[-*+\u2022\u25cf\u25aa\u2023\u2043>]\s+")
 _EMPHASIS = ("***", "**", "__", "*", "_")
 _QUOTES = ('"', "'")
-_ITEM = re.compile(r"^(?P<title>.*?\S)\s*\(\s*(?P<year>\d{4})\s*\)$")
 
 
 def _strip_wrappers(text: str) -> str:
@@ -58,6 +60,55 @@ def _strip_wrappers(text: str) -> str:
     return text.strip()
 
 
+_BULLET_FIRST = frozenset("-*+\u2022\u25cf\u25aa\u2023\u2043>")
+_MARK_CHARS = frozenset("*_\"'")
+# first characters that may start a bullet, a numbering or a wrapper (non-ASCII ones are checked one by one)
+_LEAD = _BULLET_FIRST | _MARK_CHARS | frozenset("#0123456789")
+
+
+def _title_year(text: str) -> Optional[Tuple[str, int]]:
+    r"""``parse_line`` on text already NFKC-normalised and translated, as a plain tuple.
+
+    Written for speed (it runs on every line of every sampled completion) but step for step the regex
+    definition: strip; one bullet; one numbering; wrappers; ``^(?P<title>.*?\S)\s*\(\s*(?P<year>\d{4})\s*\)$``;
+    wrappers around the title; whitespace collapsed. A regex or the wrapper loop runs only when the first
+    (and last) character lets it change anything. The item regex is an equivalent ``rfind``: its suffix
+    ``\s*\d{4}\s*\)`` holds no "(", so the year's "(" is the last one; ``\d`` is ``str.isdecimal`` and ``\s``
+    ``str.isspace`` (same Unicode tables); the lazy title is what precedes that "(" minus trailing whitespace,
+    and ``.`` does not match "\n". ``tests/test_match_fast.py`` checks it against the regex form.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    first = text[0]
+    if first in _LEAD or not first.isascii():
+        if first in _BULLET_FIRST:
+            text = _BULLET.sub("", text, count=1)
+            first = text[:1]
+        if first == "#" or first.isdecimal():
+            text = _NUMBERING.sub("", text, count=1)
+        # bullet and numbering consume their trailing whitespace: none is left at either end here
+        if len(text) >= 2 and text[0] in _MARK_CHARS and text[-1] in _MARK_CHARS:
+            text = _strip_wrappers(text)
+    if text[-1:] != ")":
+        return None
+    idx = text.rfind("(")
+    if idx <= 0:
+        return None
+    year = text[idx + 1:-1].strip()
+    if len(year) != 4 or not year.isdecimal():
+        return None
+    title = text[:idx].rstrip()
+    if "\n" in title:
+        return None
+    if len(title) >= 2 and title[0] in _MARK_CHARS and title[-1] in _MARK_CHARS:
+        title = _strip_wrappers(title)
+    title = " ".join(title.split())
+    if not title:
+        return None
+    return title, int(year)
+
+
 def parse_line(line: str) -> Optional[ParsedItem]:
     """Parse one list line into ``(title, year)``; ``None`` when the line is not an item.
 
@@ -67,18 +118,28 @@ def parse_line(line: str) -> Optional[ParsedItem]:
     """
     if not isinstance(line, str):
         return None
-    text = unicodedata.normalize("NFKC", line).translate(_TRANSLATE).strip()
-    text = _BULLET.sub("", text, count=1)
-    text = _NUMBERING.sub("", text, count=1)
-    text = _strip_wrappers(text)
-    match = _ITEM.match(text)
-    if match is None:
+    if line.isascii():  # NFKC is the identity on ASCII; "`" is the one ASCII character translated
+        item = _title_year(line.replace("`", "'") if "`" in line else line)
+    else:
+        item = _title_year(unicodedata.normalize("NFKC", line).translate(_TRANSLATE))
+    return None if item is None else ParsedItem(*item)
+
+
+def parse_key(line: str) -> Optional[Tuple[str, int]]:
+    """``(normalize_title(item.title), item.year)`` for ``item = parse_line(line)``, or ``None``, in one pass.
+
+    When the cleaned line is ASCII the title is already NFKC-normalised, translated and whitespace-collapsed,
+    so its key is ``title.lower()``."""
+    if not isinstance(line, str):
         return None
-    title = _strip_wrappers(match.group("title"))
-    title = _WS.sub(" ", title).strip()
-    if not title:
+    if line.isascii():
+        item = _title_year(line.replace("`", "'") if "`" in line else line)
+        return None if item is None else (item[0].lower(), item[1])
+    text = unicodedata.normalize("NFKC", line).translate(_TRANSLATE)
+    item = _title_year(text)
+    if item is None:
         return None
-    return ParsedItem(title, int(match.group("year")))
+    return (item[0].lower() if text.isascii() else normalize_title(item[0])), item[1]
 
 
 def split_ranks(completion: str, k: Optional[int] = None) -> List[str]:
