@@ -1,7 +1,9 @@
-"""Score the 100 shared Reddit-v2 SFT lists with the Rank-GRPO reward pipeline (no model, no OpenRLHF).
+"""Score the 100 Reddit-v2 SFT lists shipped in the package with the Rank-GRPO reward pipeline (no model, no
+OpenRLHF).
 
-    python examples/score_reddit_sample.py [--data ../shared/data/reddit_v2/sample.jsonl]
-                                           [--catalog ../shared/data/reddit_v2/catalog.jsonl] [--k 20]
+    python examples/score_reddit_sample.py [--data rows.jsonl] [--catalog catalog.jsonl] [--k 20]
+
+(defaults: rank_grpo_plugin/resources/reddit_v2/sample.jsonl and its catalog.jsonl)
 
 Prints: mean hits@K per list, Recall/NDCG@K (rank-aligned), the per-rank hit rate, and the per-rank rewards
 and advantages Rank-GRPO would give the first group of lists treated as G samples of one prompt.
@@ -13,8 +15,7 @@ from pathlib import Path
 import torch
 
 from rank_grpo_plugin import Catalog, catalog_hits, ndcg_at_k, rank_advantages, rank_rewards, recall_at_k
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "reddit_v2"
+from rank_grpo_plugin.resources import REDDIT_V2 as SHARED
 
 
 def main() -> None:

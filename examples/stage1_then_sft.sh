@@ -11,8 +11,9 @@
 # DRY_RUN=1 prints the commands instead of running them. Extra bc-data flags: BC_FLAGS="--concurrency 16 ...".
 set -euo pipefail
 
-DATA=${DATA:-../shared/data/reddit_v2/sample.jsonl}
-CATALOG=${CATALOG:-../shared/data/reddit_v2/catalog.jsonl}
+RES=$(python -c 'from rank_grpo_plugin.resources import REDDIT_V2; print(REDDIT_V2)')  # shipped in the package
+DATA=${DATA:-$RES/sample.jsonl}
+CATALOG=${CATALOG:-$RES/catalog.jsonl}
 OUT=${OUT:-runs/stage1}
 POLICY=${POLICY:-Qwen/Qwen2.5-0.5B-Instruct}   # a HF id (needs the hub) or a local checkpoint directory
 SFT_OUT=${SFT_OUT:-runs/sft_qwen2.5-0.5b}

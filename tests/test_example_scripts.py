@@ -29,6 +29,7 @@ LAUNCHERS = ("openrlhf.cli.train_ppo_ray", "openrlhf.cli.train_sft")
 _GPU_ENV = {"DATA": str(SHARED / "sample.jsonl"), "CATALOG": str(SHARED / "catalog.jsonl"), "NGPU": "8"}
 CASES = {
     "cpu/main_job.sh": [("tiny", {}, []), ("smollm2-20", {}, ["--model", "smollm2", "--steps", "20"]),
+                        ("reddit", {}, ["--task", "reddit"]),
                         ("extra", {}, ["--steps", "2", "--sft-epochs", "1", "--",
                                        "--rank_grpo.reward_scheme", "log"])],
     "cpu/train_grpo_cpu.sh": [("group_norm", {}, []), ("rank_grpo", {"ESTIMATOR": "rank_grpo"}, [])],
@@ -255,7 +256,13 @@ def test_cpu_main_job_commands(parsed):
     assert rl["actor.model_name_or_path"] == sft["ckpt.output_dir"]
     assert rl["rollout.n_samples_per_prompt"] > 1
     steps = rl["train.num_episodes"] * rl["data.max_samples"] // rl["rollout.batch_size"]
-    assert steps == 8
+    assert steps == 60  # the synth task's default
+    # the default task is generated inside the run directory, nothing is read from outside the repository
+    assert rl["rank_grpo.catalog"].endswith("main_job/task/catalog.jsonl")
+    assert rl["data.prompt_dataset"].endswith("main_job/data/rl.jsonl")
+    (red,) = _ppo(parsed, "cpu/main_job.sh", "reddit")
+    assert red["rank_grpo.catalog"].endswith("rank_grpo_plugin/resources/reddit_v2/catalog.jsonl")
+    assert red["train.num_episodes"] * red["data.max_samples"] // red["rollout.batch_size"] == 8
     (rl20,) = _ppo(parsed, "cpu/main_job.sh", "smollm2-20")
     assert rl20["train.num_episodes"] * rl20["data.max_samples"] // rl20["rollout.batch_size"] == 20
     assert "SmolLM2-135M-Instruct" in _sft(parsed, "cpu/main_job.sh", "smollm2-20")[0]["model.model_name_or_path"]
@@ -268,8 +275,9 @@ def test_cpu_main_job_commands(parsed):
 def test_main_job_dry_run_covers_the_pipeline_and_rejects_bad_options(tmp_path):
     cmds = dry_run("cpu/main_job.sh", {}, [], tmp_path)
     text = [shlex.join(c) for c in cmds]
-    order = ["rank_grpo_plugin.tiny_model", "rank-grpo prepare", "deepspeed", "openrlhf.cli.train_ppo_ray",
-             "rank-grpo evaluate", "rank-grpo evaluate"]
+    order = ["rank_grpo_plugin.tiny_model", "rank-grpo synth", "rank-grpo prepare", "deepspeed",
+             "openrlhf.cli.train_ppo_ray", "rank-grpo evaluate", "rank-grpo evaluate", "rank-grpo evaluate",
+             "rank-grpo evaluate"]
     pos = 0
     for needle in order:
         pos = next((i for i in range(pos, len(text)) if needle in text[i]), None)
@@ -278,7 +286,8 @@ def test_main_job_dry_run_covers_the_pipeline_and_rejects_bad_options(tmp_path):
     assert any("--module openrlhf.cli.train_sft" in t for t in text)
     for argv, message in [(["--steps", "0"], "--steps must be a positive integer"),
                           (["--model", str(tmp_path)], "expected tiny, smollm2 or a Hugging Face checkpoint"),
-                          (["--bogus"], "unknown option '--bogus'"), (["--out"], "--out needs a value")]:
+                          (["--bogus"], "unknown option '--bogus'"), (["--out"], "--out needs a value"),
+                          (["--task", "x"], "--task must be synth or reddit")]:
         proc = subprocess.run(["bash", str(EXAMPLES / "cpu" / "main_job.sh"), "--dry-run", *argv], cwd=tmp_path,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)

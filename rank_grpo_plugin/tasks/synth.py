@@ -72,7 +72,7 @@ class SynthConfig:
     val_rows: int = 32
     test_rows: int = 64
     teacher_recall: float = 0.5
-    max_title_words: int = 2
+    max_title_words: int = 1
     prompt_style: str = "short"
 
     def validate(self) -> None:
