@@ -29,7 +29,8 @@
 #   --dry-run                  print the commands (shell-quoted, one per line, prefixed "+ ") without running them
 #                              (the synth task is still generated: < 1 s, and the commands then name real files)
 # Environment: SYNTH_ARGS (extra rank-grpo synth flags, e.g. "--seed 3 --groups 6"), SFT_LR, RL_LR, ROLLOUT_BATCH,
-# N_SAMPLES, EVAL_BACKEND (hf|vllm|auto, default hf), RANK_GRPO_PLUGIN_CPU (see examples/cpu/README.md).
+# N_SAMPLES, EVAL_BACKEND (greedy evaluation: hf|vllm|auto, default hf), EVAL_SAMPLED_BACKEND (sampled evaluation,
+# default vllm), RANK_GRPO_PLUGIN_CPU (see examples/cpu/README.md).
 # Extra flags after "--" go to train_ppo_ray, e.g. `bash examples/cpu/main_job.sh -- --rank_grpo.reward_scheme log`.
 set -euo pipefail
 
@@ -97,7 +98,8 @@ else
     SFT_BATCH=4; SFT_MICRO=1; SFT_MAX_LEN=768; MAX_NEW_TOKENS=256; PROMPT_MAX_LEN=1664
     [ "$MODEL_SPEC" = tiny ] || MAX_NEW_TOKENS=320
 fi
-EVAL_BACKEND="${EVAL_BACKEND:-hf}"
+EVAL_BACKEND="${EVAL_BACKEND:-hf}"                   # greedy: one short HF batch
+EVAL_SAMPLED_BACKEND="${EVAL_SAMPLED_BACKEND:-vllm}"  # N lists per conversation: vLLM beats HF sampling on CPU
 
 quote() { printf '%q ' "$@"; }
 T0=$(date +%s)
@@ -227,7 +229,7 @@ SECS[rl]=$(($(date +%s) - t_rl))
 say "    Rank-GRPO done in ${SECS[rl]}s"
 
 # ---------------------------------------------------------------------------------------------- (e) evaluate
-say "(e) evaluate on $EVAL_WHAT: greedy$([ "$EVAL_SAMPLES" -gt 0 ] && echo " and $EVAL_SAMPLES sampled lists (T=1) per conversation"), backend $EVAL_BACKEND"
+say "(e) evaluate on $EVAL_WHAT: greedy ($EVAL_BACKEND)$([ "$EVAL_SAMPLES" -gt 0 ] && echo " and $EVAL_SAMPLES sampled lists (T=1) per conversation ($EVAL_SAMPLED_BACKEND)")"
 EVAL=(--data "$EVAL_DATA" --catalog "$CATALOG" --backend "$EVAL_BACKEND" --max-new-tokens "$MAX_NEW_TOKENS"
       --batch-size 64 --no-plot)
 [ -z "$EVAL_LIMIT" ] || EVAL+=(--limit "$EVAL_LIMIT")
@@ -240,7 +242,7 @@ for ckpt in sft rank_grpo; do
     REPORT_RUNS+=("$OUT/eval_${ckpt}"); REPORT_NAMES+=("$label greedy")
     if [ "$EVAL_SAMPLES" -gt 0 ]; then
         run_logged "eval_${ckpt}_sampled" "$LOGS/eval_${ckpt}_sampled.log" rank-grpo evaluate --model "$dir" \
-            "${EVAL[@]}" --temperature 1.0 --num-samples "$EVAL_SAMPLES" --seed 0 \
+            "${EVAL[@]}" --backend "$EVAL_SAMPLED_BACKEND" --temperature 1.0 --num-samples "$EVAL_SAMPLES" --seed 0 \
             --name "${ckpt}_sampled" --out "$OUT/eval_${ckpt}_sampled"
         REPORT_RUNS+=("$OUT/eval_${ckpt}_sampled"); REPORT_NAMES+=("$label sampled x$EVAL_SAMPLES")
     fi

