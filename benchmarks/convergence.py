@@ -222,7 +222,7 @@ def evaluate_sft(out: Path, task: Path) -> dict:
 def curves(run_dir: Path, step0: Optional[float] = None) -> dict:
     steps = [s for s in read_steps(run_dir / "train.log")]
     train = [s for s in steps if "reward" in s]
-    evals = [s for s in steps if "eval_default_pass1" in s]
+    evals = list({s.step: s for s in steps if "eval_default_pass1" in s}.values())  # one per step
     e0 = ([0], [step0]) if step0 is not None else ([], [])
     return {
         "step": [s.step for s in train],

@@ -15,6 +15,8 @@ from typing import Dict, Iterable, List, Optional, Union
 __all__ = ["StepLog", "parse_step_line", "parse_steps", "read_steps", "rank_series", "finite"]
 
 _STEP = re.compile(r"Global step (\d+): \{(.*)\}\s*$")
+# the held-out evaluation (--eval.dataset): "Evaluation completed in 0:00:11, global_step 10, eval_metrics: {...}"
+_EVAL = re.compile(r"Evaluation completed in [^,]*, global_step (\d+), eval_metrics: \{(.*)\}\s*$")
 # 'key': value   (value up to the next ", '" or the end; numbers, nan, inf, tensor(x), True/False)
 _PAIR = re.compile(r"'((?:[^'\\]|\\.)*)':\s*(.*?)(?=,\s*'|$)")
 _TENSOR = re.compile(r"^tensor\((.*?)(?:,\s*\w+=.*)?\)$")
@@ -45,8 +47,10 @@ def _number(text: str) -> Optional[float]:
 
 
 def parse_step_line(line: str) -> Optional[StepLog]:
-    """The metrics of one ``Global step N: {...}`` line (anywhere in the line), or None if it is not one."""
-    m = _STEP.search(line.rstrip("\r\n"))
+    """The metrics of one ``Global step N: {...}`` line, or of one evaluation line (``Evaluation completed ...,
+    global_step N, eval_metrics: {...}``, whose keys start with ``eval_``), anywhere in the line; else None."""
+    line = line.rstrip("\r\n")
+    m = _STEP.search(line) or _EVAL.search(line)
     if not m:
         return None
     metrics: Dict[str, float] = {}
