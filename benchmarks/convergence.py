@@ -34,6 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from rank_grpo_plugin.openrlhf.logs import finite, rank_series, read_steps  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import free_port, machine  # noqa: E402
+
 # name -> (flags added to the common RL command, learning rate). Chosen before any Rank-GRPO result was seen:
 # GRPO gets two learning rates (the common one and 3x it), Rank-GRPO and GSPO the common one.
 LR = 3e-4
@@ -66,16 +69,6 @@ def sh(cmd: Sequence[str], logfile: Path, cwd: Optional[Path] = None, env=None) 
         f.write("+ " + shlex.join(map(str, cmd)) + "\n")
         f.flush()
         return subprocess.call(list(map(str, cmd)), stdout=f, stderr=subprocess.STDOUT, cwd=cwd, env=env)
-
-
-def free_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------------------------------------------ phases
@@ -154,6 +147,13 @@ def run_rl(out: Path, task: Path, name: str, seed: int, steps: int, eval_every: 
     if done.exists():
         return json.loads(done.read_text())
     run.mkdir(parents=True, exist_ok=True)
+    if (run / "failed.json").exists():  # keep every failed attempt (they are reported), then retry
+        n = 1 + sum(1 for p in run.glob("attempt*"))
+        keep = run / f"attempt{n}"
+        keep.mkdir()
+        for f in ("failed.json", "train.log"):
+            if (run / f).exists():
+                (run / f).rename(keep / f)
     cmd = rl_command(out, task, run, name, seed, steps, eval_every)
     load = os.getloadavg()
     t = time.time()
@@ -275,7 +275,9 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
             if status == "missing":
                 continue
             meta = json.loads((d / ("done.json" if status == "done" else "failed.json")).read_text())
-            runs[seed] = {"status": status, "meta": meta, "curves": curves(d, step0)}
+            runs[seed] = {"status": status, "meta": meta, "curves": curves(d, step0),
+                          "failed_attempts": [json.loads((a / "failed.json").read_text())
+                                              for a in sorted(d.glob("attempt*")) if (a / "failed.json").exists()]}
         data[name] = runs
     print("\n## Held-out NDCG@20 (validation, sampled T=1, 4 lists per conversation; OpenRLHF eval) by step\n")
     if step0 is not None:
@@ -312,6 +314,14 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
         print(f"| {LABELS.get(name, name)} | {len(ok)}/{len(runs)} | {fmt(finals[name]['ndcg_sampled'])} | "
               f"{fmt(finals[name]['recall_sampled'])} | {fmt(finals[name]['ndcg_greedy'])} | "
               f"{fmt(finals[name]['recall_greedy'])} | {fmt(last5)} | {fmt(col('greedy', 'duplicate_rate'))} |")
+
+    failed = [(n, s_, f) for n, runs in data.items() for s_, r in runs.items()
+              for f in r["failed_attempts"] + ([r["meta"]] if r["status"] == "failed" else [])]
+    if failed:
+        print("\nFailed attempts (each retried; logs kept under OUT/rl/NAME_sSEED/attempt*/):")
+        for n, s_, f in failed:
+            print(f"- {LABELS.get(n, n)} seed {s_}: exit {f['rc']} after {f['wall_s']:.0f}s "
+                  f"(load at start {f['load_at_start'][0]:.1f})")
 
     ratio = {}
     grpo = [n for n in means if n.startswith("grpo")]
@@ -433,7 +443,7 @@ def main(argv=None) -> int:
     step0 = evaluate_sft_val(out, task) if a.only != "report" or (out / "sft_eval" / "val_sampled").exists() else None
     res = report(out, a.configs, a.seeds, sft_eval, step0)
     res.update(task=str(task), steps=a.steps, eval_every=a.eval_every, sft=SFT, rl=RL, configs=CONFIGS,
-               machine={"cpus": os.cpu_count(), "load_now": os.getloadavg()})
+               machine=machine(), load_now=os.getloadavg())
     if not a.quick:
         Path(a.results).write_text(json.dumps(res, indent=1, default=str) + "\n")
     return 0

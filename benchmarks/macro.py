@@ -33,7 +33,6 @@ import random
 import re
 import shlex
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, table  # noqa: E402
+from _common import free_port, machine, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CATALOG = ROOT.parent / "shared" / "data" / "reddit_v2" / "catalog.jsonl"
@@ -66,14 +65,6 @@ def uptime() -> List[float]:
 
 def log(msg: str) -> None:
     print(f"[macro {datetime.datetime.now().strftime('%H:%M:%S')} load {uptime()}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------------------------------------------ config

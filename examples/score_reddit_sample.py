@@ -10,7 +10,6 @@ and advantages Rank-GRPO would give the first group of lists treated as G sample
 """
 import argparse
 import json
-from pathlib import Path
 
 import torch
 
