@@ -1,0 +1,43 @@
+"""benchmarks/convergence.py's report arithmetic, on a hand-written launcher log (no OpenRLHF run)."""
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def conv():
+    spec = importlib.util.spec_from_file_location("convergence_bench", ROOT / "benchmarks" / "convergence.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_curves_from_a_launcher_log(tmp_path, conv):
+    lines = []
+    for step in range(1, 5):
+        lines.append(f"(PPOTrainer pid=1) Global step {step}: {{'reward': {step / 10}, 'rank_grpo/ndcg': {step / 10}, "
+                     f"'rank_grpo/hit_r02': 0.5, 'rank_grpo/hit_r01': {step / 4}, 'rank_grpo/clip_frac_low': 0.01}}")
+        if step % 2 == 0:
+            lines.append(f"(PPOTrainer pid=1) INFO ✨ Evaluation completed in 0:00:11, global_step {step}, "
+                         f"eval_metrics: {{'eval_default_pass4': 0.9, 'eval_default_pass1': {0.2 + step / 100}}}")
+    (tmp_path / "train.log").write_text("\n".join(lines) + "\n")
+    c = conv.curves(tmp_path, step0=0.15)
+    assert c["step"] == [1, 2, 3, 4] and c["reward"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert c["hits"][3] == [1.0, 0.5]  # ranks in order, whatever the log's key order
+    assert c["eval_step"] == [0, 2, 4] and c["eval_ndcg"] == pytest.approx([0.15, 0.22, 0.24])
+    assert c["clip_low"] == [0.01] * 4 and all(math.isnan(x) for x in c["clip_high"])
+
+
+def test_mean_sd_and_steps_to_reach(conv):
+    m, sd = conv.mean_sd([1.0, 2.0, 4.0, float("nan")])  # nan (a diverged step) is left out
+    assert m == pytest.approx(7 / 3) and sd == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2
+                                                                          + (4 - 7 / 3) ** 2) / 2))
+    assert conv.mean_sd([0.5]) == (0.5, 0.0) and math.isnan(conv.mean_sd([])[0])
+    steps = [0, 10, 20, 30]
+    assert conv.steps_to_reach(steps, [0.1, 0.2, 0.3, 0.25], 0.3) == 20
+    assert conv.steps_to_reach(steps, [0.1, 0.2, 0.29, 0.25], 0.3) is None
+    assert conv.mean_curve([[1, 2, 3], [3, 4]]) == [2, 3]  # truncated to the shortest run
