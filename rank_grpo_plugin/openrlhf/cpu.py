@@ -484,11 +484,26 @@ def _reload_on_cpu(worker, weights) -> None:
     linear = torch.nn.functional.linear
     before = {id(m): m.cpu_linear for m in model.modules() if getattr(m, "cpu_linear", linear) is not linear}
     runner.reload_weights(weights_iterator=iter(weights), is_checkpoint_format=True)
+    _repack_tied(model, before)
     stale = [n for n, m in model.named_modules() if id(m) in before and before[id(m)] is m.cpu_linear]
     if stale:
         raise WeightSyncError(f"{_TAG} vLLM reload did not repack {len(stale)} CPU linear layers "
                               f"(e.g. {stale[:3]}); vLLM would keep generating with the old weights")
     worker._rank_grpo_reloads = getattr(worker, "_rank_grpo_reloads", 0) + 1
+
+
+def _repack_tied(model, before) -> None:
+    """Repack the CPU kernel copy of layers whose weight is tied to a reloaded one (an LM head tied to the input
+    embedding: SmolLM2, Qwen2.5-0.5B, Llama-3.2-1B ...). vLLM's layerwise reload updates the shared parameter in
+    place through the embedding but never re-processes the tied head (the checkpoint has no ``lm_head.weight``),
+    so its packed copy (``cpu_linear``) would keep the start-up weights; re-running the head's own
+    ``process_weights_after_loading`` repacks it from the updated shared parameter."""
+    reloaded = {id(m.weight) for m in model.modules()
+                if id(m) in before and before[id(m)] is not m.cpu_linear and getattr(m, "weight", None) is not None}
+    for m in model.modules():
+        if (id(m) in before and before[id(m)] is m.cpu_linear and id(getattr(m, "weight", None)) in reloaded
+                and hasattr(getattr(m, "quant_method", None), "process_weights_after_loading")):
+            m.quant_method.process_weights_after_loading(m)
 
 
 def _vllm_version() -> str:
