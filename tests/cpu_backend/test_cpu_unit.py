@@ -192,3 +192,48 @@ def test_ray_init_patch_only_adds_resources_for_a_new_local_cluster(monkeypatch)
     monkeypatch.delenv("RAY_ADDRESS")
     assert cpu._ray_connects(ray, "local") is False
     assert cpu._ray_connects(ray, "10.0.0.1:6379") is True
+
+
+# ------------------------------------------------------------------------------------------- vLLM reload (tied head)
+class _PackedLinear(torch.nn.Module):
+    """Stand-in for a vLLM CPU layer: ``process_weights_after_loading`` packs ``weight`` into ``cpu_linear`` (a
+    copy, as vLLM's dispatch_cpu_unquantized_gemm does). A real vLLM model cannot be built without an engine; the
+    launcher tests run real vLLM with an untied tiny model."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = weight
+        self.quant_method = SimpleNamespace(process_weights_after_loading=self._pack)
+        self._pack(self)
+
+    @staticmethod
+    def _pack(layer):
+        packed = layer.weight.detach().clone()
+        layer.cpu_linear = lambda x, w=None, b=None, packed=packed: x @ packed.t()
+
+
+def _fake_worker(tied: bool):
+    embed = _PackedLinear(torch.nn.Parameter(torch.zeros(4, 3), requires_grad=False))
+    head = _PackedLinear(embed.weight if tied else torch.nn.Parameter(torch.zeros(4, 3), requires_grad=False))
+    model = torch.nn.ModuleDict({"embed_tokens": embed, "lm_head": head})
+
+    def reload_weights(weights_iterator, is_checkpoint_format):
+        # like vLLM's layerwise reload: update the checkpoint's tensors in place and re-process their layers only
+        for name, w in weights_iterator:
+            layer = model[name.split(".")[0]]
+            layer.weight.data.copy_(w)
+            layer.quant_method.process_weights_after_loading(layer)
+
+    return SimpleNamespace(model_runner=SimpleNamespace(model=model, reload_weights=reload_weights)), model
+
+
+def test_reload_repacks_a_tied_lm_head_and_refuses_a_stale_untied_one():
+    new = torch.arange(12.0).view(4, 3)
+    x = torch.ones(1, 3)
+    worker, model = _fake_worker(tied=True)  # the checkpoint has no lm_head.weight when it is tied
+    cpu._reload_on_cpu(worker, [("embed_tokens.weight", new)])
+    assert torch.equal(model["lm_head"].cpu_linear(x), x @ new.t())  # generates with the new weights
+    assert worker._rank_grpo_reloads == 1
+    worker, model = _fake_worker(tied=False)  # an untied head missing from the sync is stale: refused
+    with pytest.raises(cpu.WeightSyncError, match=r"did not repack 1 CPU linear layers \(e.g. \['lm_head'\]\)"):
+        cpu._reload_on_cpu(worker, [("embed_tokens.weight", new)])
