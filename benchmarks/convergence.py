@@ -44,6 +44,8 @@ CONFIGS: Dict[str, dict] = {
     "rank_grpo": {"flags": ["--algo.advantage.estimator", "rank_grpo"], "lr": LR},
     "grpo_lr3e-4": {"flags": ["--algo.advantage.estimator", "group_norm"], "lr": LR},
     "grpo_lr1e-3": {"flags": ["--algo.advantage.estimator", "group_norm"], "lr": 1e-3},
+    # added after GRPO lost the list format at both planned rates on seed 1 (a gentler rate for the baseline)
+    "grpo_lr1e-4": {"flags": ["--algo.advantage.estimator", "group_norm"], "lr": 1e-4},
     "gspo": {"flags": ["--algo.advantage.estimator", "group_norm", "--actor.policy_loss_type", "gspo"], "lr": LR},
     "rank_grpo_log": {"flags": ["--algo.advantage.estimator", "rank_grpo", "--rank_grpo.reward_scheme", "log"],
                       "lr": LR},
@@ -52,7 +54,8 @@ CONFIGS: Dict[str, dict] = {
                                    "--algo.kl.use_loss", "--algo.kl.estimator", "k3", "--algo.kl.init_coef", "1e-3"],
                          "lr": LR},
 }
-LABELS = {"rank_grpo": "Rank-GRPO", "grpo_lr3e-4": "GRPO lr 3e-4", "grpo_lr1e-3": "GRPO lr 1e-3", "gspo": "GSPO",
+LABELS = {"rank_grpo": "Rank-GRPO", "grpo_lr3e-4": "GRPO lr 3e-4", "grpo_lr1e-3": "GRPO lr 1e-3",
+          "grpo_lr1e-4": "GRPO lr 1e-4", "gspo": "GSPO",
           "rank_grpo_log": "Rank-GRPO (log)", "rank_grpo_mu2_kl": "Rank-GRPO μ=2 + KL"}
 
 SFT = dict(epochs=5, batch=8, micro=8, lr=3e-3, max_len=512)
