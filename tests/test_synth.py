@@ -96,6 +96,7 @@ def test_reference_scores(catalog):
     (["--teacher-recall", "1.5"], "--teacher-recall: must be in [0, 1]"),
     (["--test-rows", "400"], "only 368 exist"),
     (["--items", "6000", "--max-title-words", "1"], "--items 6000: the catalog has only"),
+    (["--items", "40", "--two-group-rate", "0.5", "--k", "30"], "--k: a teacher list of 30 distinct items"),
 ])
 def test_bad_flags_name_the_flag_and_write_nothing(tmp_path, flags, message):
     proc = _run_cli(["synth", str(tmp_path / "out"), *flags], tmp_path)

@@ -103,9 +103,10 @@ class SynthConfig:
             bad("two_group_rate", "needs --groups >= 2 and --seen-max >= 2")
         if not 0.0 <= self.teacher_recall <= 1.0:
             bad("teacher_recall", f"must be in [0, 1], got {self.teacher_recall}")
-        if self.k > self.items - 2 * self.seen_max:
-            bad("k", f"a list of {self.k} distinct unseen items needs --items >= k + 2 x --seen-max, "
-                     f"got --items {self.items}")
+        span = (2 if self.two_group_rate > 0 else 1) * self.items_per_group  # items of a conversation's groups
+        if self.k > self.items - span:
+            bad("k", f"a teacher list of {self.k} distinct items outside the conversation's group(s) needs "
+                     f"--items >= k + {span}, got --items {self.items}")
         if self.prompt_style not in ("short", "paper"):
             bad("prompt_style", f"expected 'short' or 'paper', got {self.prompt_style!r}")
         if self.train_rows + self.val_rows + self.test_rows == 0:
