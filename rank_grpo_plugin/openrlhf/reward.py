@@ -1,6 +1,6 @@
 """Catalog reward for OpenRLHF's reward-function extension, with vector-reward transport.
 
-Use it as ``--reward.remote_url <this file>`` (``rank_grpo_plugin.openrlhf.cli.REWARD_FILE``); with
+Use it as ``--reward.remote_url <this file>`` (``rank_grpo_plugin.openrlhf.flags.REWARD_FILE``); with
 ``--rank_grpo.catalog`` and no reward URL the plugin selects it automatically. OpenRLHF loads the file with
 ``spec_from_file_location`` inside every vLLM rollout actor and calls ``reward_func(queries, prompts, labels)``.
 
