@@ -1,7 +1,7 @@
 """Interpreter-startup entry point, run by ``rank_grpo_plugin.pth`` in site-packages (every Python process:
 driver, Ray workers, vLLM engines, DeepSpeed launcher children).
 
-Kept tiny on purpose: :func:`install` imports only the standard-library :mod:`.hooks` and registers one import
+Kept tiny on purpose: :func:`install` imports only the standard-library :mod:`rank_grpo_plugin._hooks` and registers one import
 hook on ``openrlhf``. When OpenRLHF is imported, it switches on the CPU backend (the separate ``openrlhf_cpu``
 package, only when CUDA is absent or ``RANK_GRPO_PLUGIN_CPU=1``) and the Rank-GRPO adapter (:mod:`.register`).
 This module is the one place that wires the two; the adapter's modules never import the CPU backend. Every
@@ -26,7 +26,7 @@ def _on_openrlhf(module) -> None:
 def install() -> None:
     """Called by the .pth file: wake up when ``openrlhf`` is imported (now, if it already is)."""
     try:
-        from .hooks import disabled, when_imported
+        from rank_grpo_plugin._hooks import disabled, when_imported
 
         if not disabled():
             when_imported("openrlhf", _on_openrlhf)

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
-from .hooks import on_ray_init
+from rank_grpo_plugin._hooks import on_ray_init
 from .upstream import UnsupportedOpenRLHF, arg, require_supported
 from .options import DEFAULTS, OPTIONS_ENV, RankGRPOOptions
 

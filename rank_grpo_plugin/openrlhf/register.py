@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from . import upstream
-from .hooks import disabled, finder_installed, when_imported
+from rank_grpo_plugin._hooks import disabled, finder_installed, when_imported
 
 ESTIMATOR = "rank_grpo"
 POLICY_LOSS = "rank_grpo"

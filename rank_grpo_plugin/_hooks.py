@@ -1,4 +1,5 @@
-"""Process-wide hooks shared by the Rank-GRPO adapter and the CPU backend (``openrlhf_cpu``). Standard library only.
+"""Process-wide hooks shared by the Rank-GRPO adapter and the CPU backend (``openrlhf_cpu``); generic Python, no
+host knowledge, standard library only (like :mod:`._registry`).
 
 * :func:`when_imported` -- the one import hook: run ``fn(module)`` right after ``name`` has executed (or now, if
   it already has). One ``sys.meta_path`` finder serves every caller; it reacts to nothing but the watched names.
