@@ -20,10 +20,11 @@ from typing import List
 import torch
 
 from rank_grpo_plugin.algorithm import RecipeConfig, rank_grpo_advantages
+from rank_grpo_plugin.data import parse_label
 from rank_grpo_plugin.ranks import newline_counts, rank_ids
 
 from .options import RankGRPOOptions
-from .reward import LABEL_ERROR_KEY, hit_keys, parse_label
+from .reward import LABEL_ERROR_KEY, hit_keys
 
 RANK_INFO_PREFIX = "rank_grpo/"
 

@@ -70,20 +70,19 @@ class RankGRPOPolicyLoss(nn.Module):
             )
         if action_mask is None:
             action_mask = experience.action_mask
-        mask = action_mask.bool()
-        ranks = self.rank_ids(experience, action_mask.to(log_probs.device))
+        action_mask = action_mask.to(log_probs.device)
+        ranks = self.rank_ids(experience, action_mask)
         loss, stats = rank_policy_loss(
-            log_probs, old_log_probs, advantages, ranks, mask, self.num_ranks,
+            log_probs, old_log_probs, advantages, ranks, action_mask, self.num_ranks,
             eps_low=self.eps_low, eps_high=self.eps_high, agg=self.agg, rank_stats=False,
         )
         if self.agg == "token_mean" and batch_num_tokens is not None:
-            local_tokens = mask.sum().clamp(min=1).to(loss.dtype)
+            local_tokens = stats["tokens"].clamp(min=1).to(loss.dtype)
             loss = loss * local_tokens / torch.as_tensor(batch_num_tokens, dtype=loss.dtype,
                                                           device=loss.device).clamp(min=1) * dp_size
 
         with torch.no_grad():
-            n = mask.sum().clamp(min=1)
-            ppo_kl = ((old_log_probs - log_probs).detach().float() * mask).sum() / n
+            ppo_kl = -stats["log_ratio_mean"]  # mean of old - new log-prob over the masked tokens
             clip_ratio = (stats["clip_frac_low"] + stats["clip_frac_high"]).detach()
             info = experience.info
             info[METRIC_PREFIX + "clip_frac_low"] = stats["clip_frac_low"].detach()
