@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["env_flag", "disabled", "when_imported", "on_ray_init", "FINDER_MARK", "DISABLE_ENV"]
+__all__ = ["parse_bool", "env_flag", "disabled", "when_imported", "on_ray_init", "FINDER_MARK", "DISABLE_ENV"]
 
 DISABLE_ENV = "RANK_GRPO_PLUGIN_DISABLE"  # opts out of everything: the adapter and the CPU backend
 
@@ -25,19 +25,21 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def env_flag(name: str, default: Optional[bool] = None) -> Optional[bool]:
-    """``True`` for 1/true/yes/on, ``False`` for 0/false/no/off (any case), ``default`` when unset or empty.
-
-    Any other value is an error that names the variable (a typo must not silently flip a switch).
-    """
-    text = os.environ.get(name, "").strip().lower()
-    if not text:
-        return default
-    if text in _TRUE:
+def parse_bool(text: str, what: str = "value") -> bool:
+    """``True`` for 1/true/yes/on, ``False`` for 0/false/no/off (any case, surrounding blanks ignored); any other
+    text is a ``ValueError`` naming ``what`` (a typo must not silently flip a switch)."""
+    t = str(text).strip().lower()
+    if t in _TRUE:
         return True
-    if text in _FALSE:
+    if t in _FALSE:
         return False
-    raise ValueError(f"environment variable {name}={os.environ[name]!r}: expected one of {_TRUE + _FALSE}")
+    raise ValueError(f"{what}: expected one of {'/'.join(_TRUE + _FALSE)}, got {text!r}")
+
+
+def env_flag(name: str, default: Optional[bool] = None) -> Optional[bool]:
+    """:func:`parse_bool` of environment variable ``name``; ``default`` when it is unset or empty."""
+    text = os.environ.get(name, "").strip()
+    return default if not text else parse_bool(text, f"environment variable {name}")
 
 
 def disabled() -> bool:

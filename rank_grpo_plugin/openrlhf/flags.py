@@ -13,24 +13,17 @@ import os
 import sys
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
-from rank_grpo_plugin._hooks import on_ray_init
-from .upstream import UnsupportedOpenRLHF, arg, require_supported
+from rank_grpo_plugin._hooks import on_ray_init, parse_bool
+
 from .options import DEFAULTS, OPTIONS_ENV, RankGRPOOptions
+from .upstream import UnsupportedOpenRLHF, arg, require_supported
 
 ESTIMATOR = "rank_grpo"
 POLICY_LOSS = "rank_grpo"
-ESTIMATOR_FLAG = "--algo.advantage.estimator"  # noqa: E501
+ESTIMATOR_FLAG = "--algo.advantage.estimator"
 LEGACY_ESTIMATOR_FLAG = "--advantage_estimator"
 LOSS_FLAG = "--actor.policy_loss_type"
 REWARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reward.py")
-
-# OpenRLHF 0.11.2's choices for the two flags we extend (the parser "signature" we check before touching it).
-EXPECTED_ESTIMATOR_CHOICES = [
-    "gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo", "flash_reinforce",
-]
-EXPECTED_LOSS_CHOICES = ["ppo", "gspo"]
-_MARKER_FLAGS = (ESTIMATOR_FLAG, LOSS_FLAG, "--rollout.n_samples_per_prompt", "--reward.remote_url")
-
 
 class RankGRPOConfigError(ValueError):
     """A flag combination rank_grpo cannot run; the message names the flag and what is accepted."""
@@ -72,12 +65,10 @@ def _flags():
 
 
 def _bool(text: str) -> bool:
-    t = str(text).strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+    try:
+        return parse_bool(text, "--rank_grpo.per_rank_metrics")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _action(parser: argparse.ArgumentParser, flag: str) -> Optional[argparse.Action]:
@@ -129,10 +120,6 @@ def _set(ns: Any, dotted: str, value: Any) -> None:
 
 def _given(argv: Sequence[str], *flags: str) -> bool:
     return any(a == f or a.startswith(f + "=") for a in argv for f in flags)
-
-
-def mentions_rank_grpo(argv: Sequence[str]) -> bool:
-    return any(a == ESTIMATOR or a.endswith("=" + ESTIMATOR) or a.startswith("--rank_grpo.") for a in argv)
 
 
 def _core_eps():
