@@ -165,3 +165,15 @@ def test_real_script_help_and_alias_error():
                           "--rollout.n_samples_per_prompt", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2
     assert "n_samples_per_prompt > 1" in out.stderr
+
+
+def test_every_problem_is_reported_at_once(helpers, catalog_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        helpers.run_cli(_rank(helpers, catalog_path, "--rollout.n_samples_per_prompt", "1", "--rank_grpo.gamma", "2",
+                              "--actor.dual_clip", "3"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "rank_grpo: 3 problems:" in err
+    for message in ("only used by --rank_grpo.reward_scheme exp", "n_samples_per_prompt > 1",
+                    "--actor.dual_clip is not supported"):
+        assert message in err, message
