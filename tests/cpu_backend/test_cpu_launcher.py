@@ -68,8 +68,8 @@ def test_trains_three_steps_with_verified_sync(run_py, tiny_model, prompt_data, 
         for key in ("reward", "rollout/reward_mean", "policy_loss", "actor_grad_norm"):
             assert math.isfinite(metrics.get(key, math.nan)), (key, metrics)
     if estimator == "rank_grpo":
-        rank_steps = _steps(log, keys=("rank_grpo/ndcg", "rank_grpo/reward_r01", "rank_grpo/adv_r01"))
-        assert len(rank_steps) == 3 and all(math.isfinite(v) for _, m in rank_steps for v in m.values()), log[-3000:]
+        keys = ("rank_grpo/ndcg", "rank_grpo/reward_r01", "rank_grpo/adv_r01")
+        assert all(math.isfinite(m.get(k, math.nan)) for _, m in steps for k in keys), log[-3000:]
     # the saved actor is a normal HF checkpoint
     from transformers import AutoModelForCausalLM
 
