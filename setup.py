@@ -78,7 +78,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["rank_grpo_plugin", "rank_grpo_plugin.*"]),
+    packages=find_packages(include=["rank_grpo_plugin", "rank_grpo_plugin.*", "openrlhf_cpu"]),
     # the main job's embedded data (Reddit-v2 catalog and 100 sample rows, with their attribution)
     package_data={"rank_grpo_plugin": ["resources/README.md", "resources/reddit_v2/*.jsonl"]},
     install_requires=[],
@@ -86,7 +86,7 @@ setup(
     entry_points={
         "console_scripts": ["rank-grpo=rank_grpo_plugin.cli:main"],
         # discovered by an OpenRLHF carrying the extension registry from patches/
-        "openrlhf.plugins": ["rank_grpo=rank_grpo_plugin.openrlhf.activate:register_extensions"],
+        "openrlhf.plugins": ["rank_grpo=rank_grpo_plugin.openrlhf.register:register_extensions"],
     },
     cmdclass={"build_py": build_py, "develop": develop},
 )

@@ -12,8 +12,10 @@ Candidates (one call = forward + ``loss.backward()``):
 * ``ppo``: ``openrlhf.models.loss.PolicyLoss(0.2, 0.2, policy_loss_type="ppo")`` -- the baseline (target: ours <= 1.3x);
 * ``gspo``: ``PolicyLoss(policy_loss_type="gspo")`` (sequence-level ratio, per-sequence mean);
 * ``rank_openrlhf``: ``rank_grpo_plugin.openrlhf.policy_loss.RankGRPOPolicyLoss`` as OpenRLHF's actor calls it
-  (``loss_fn(log_probs, old, adv, action_mask=..., dp_size=1, batch_num_tokens=...)`` with the experience bound),
-  i.e. including the rank ids it derives from the experience's tokens on every call;
+  (``loss_fn(log_probs, old, adv, action_mask=..., dp_size=1, batch_num_tokens=..., experience=...)``) with the rank
+  ids the estimator stored in ``Experience.extras`` (the upstream registry of patches/);
+* ``rank_openrlhf_stock``: the same on a stock OpenRLHF, whose Experience cannot carry them: the loss derives the
+  rank ids from the experience's tokens on every call;
 * ``rank_core``: the core ``rank_policy_loss`` on precomputed rank ids (``token_mean``);
 * ``rank_core_rank_mean``: the same with ``agg="rank_mean"``.
 """
@@ -52,6 +54,7 @@ def main(argv=None) -> dict:
     from rank_grpo_plugin import rank_ids, token_advantages
     from rank_grpo_plugin.advantages import rank_advantages
     from rank_grpo_plugin.loss import rank_policy_loss
+    from rank_grpo_plugin.openrlhf.estimator import RANK_IDS_KEY
     from rank_grpo_plugin.openrlhf.policy_loss import RankGRPOPolicyLoss
     from rank_grpo_plugin.ranks import newline_counts
 
@@ -76,8 +79,10 @@ def main(argv=None) -> dict:
             g = torch.Generator().manual_seed(b * 7919 + t)
             ids, mask, eos_mask = C.token_batch(tok, rows, b, t, seed=b * 31 + t)
             prompt = torch.randint(100, 40_000, (b, PROMPT_LEN), generator=g)
-            experience = SimpleNamespace(sequences=torch.cat([prompt, ids], dim=1), action_mask=mask, info={})
+            stock = SimpleNamespace(sequences=torch.cat([prompt, ids], dim=1), action_mask=mask, info={})
             ranks = rank_ids(ids, mask, table)
+            experience = SimpleNamespace(sequences=stock.sequences, action_mask=mask, info={},
+                                         extras={RANK_IDS_KEY: ranks})
             hits = (torch.rand(b, K, generator=g) < 0.1).float()
             rank_adv = rank_advantages(hits, group_size=4 if b % 4 == 0 else b)
             adv = token_advantages(rank_adv, ranks, mask, eos_mask, K)
@@ -98,6 +103,8 @@ def main(argv=None) -> dict:
                 "gspo": lambda: step(lambda: gspo(lp, old, adv, action_mask=fmask, dp_size=1, global_batch_size=b)),
                 "rank_openrlhf": lambda: step(lambda: ours(lp, old, adv, action_mask=fmask, dp_size=1,
                                                           batch_num_tokens=n_tok, experience=experience)),
+                "rank_openrlhf_stock": lambda: step(lambda: ours(lp, old, adv, action_mask=fmask, dp_size=1,
+                                                                batch_num_tokens=n_tok, experience=stock)),
                 "rank_core": lambda: step(lambda: rank_policy_loss(lp, old, adv, ranks, mask, K, eps_low, eps_high)),
                 "rank_core_rank_mean": lambda: step(lambda: rank_policy_loss(lp, old, adv, ranks, mask, K, eps_low,
                                                                              eps_high, agg="rank_mean")),
@@ -109,7 +116,8 @@ def main(argv=None) -> dict:
                 losses[name] = float(val.detach())
                 all_finite &= bool(torch.isfinite(val)) and bool(torch.isfinite(lp.grad).all())
             # the OpenRLHF wrapper and the core loss must agree (token_mean, batch_num_tokens = local tokens)
-            agree = abs(losses["rank_openrlhf"] - losses["rank_core"]) <= 1e-6 * max(1.0, abs(losses["rank_core"]))
+            agree = all(abs(losses[n] - losses["rank_core"]) <= 1e-6 * max(1.0, abs(losses["rank_core"]))
+                        for n in ("rank_openrlhf", "rank_openrlhf_stock"))
             if not agree:
                 raise AssertionError(f"B={b} T={t}: RankGRPOPolicyLoss {losses['rank_openrlhf']} != "
                                      f"rank_policy_loss {losses['rank_core']}")
@@ -138,6 +146,7 @@ def main(argv=None) -> dict:
         "largest": {"batch": big["batch"], "length": big["length"], "ratio_vs_ppo": big["ratio_vs_ppo"]},
         "worst_ratio_rank_core": worst_core,
         "worst_ratio_rank_openrlhf": max(c["ratio_vs_ppo"]["rank_openrlhf"] for c in cells),
+        "worst_ratio_rank_openrlhf_stock": max(c["ratio_vs_ppo"]["rank_openrlhf_stock"] for c in cells),
         "target_ratio": TARGET, "all_finite": all_finite,
         "wrapper_matches_core": all(c["wrapper_matches_core"] for c in cells),
     }

@@ -3,6 +3,7 @@
 Public API (stable names; see README):
 
     newline_counts, rank_ids, rank_rewards, rank_advantages, token_advantages, rank_policy_loss,
+    rank_grpo_advantages (the whole recipe, rank_grpo_plugin.algorithm),
     Catalog, catalog_hits, parse_line, normalize_title, recall_at_k, ndcg_at_k
 
 Importing this package is cheap: it imports neither torch nor OpenRLHF until a name that needs it is used.
@@ -23,6 +24,8 @@ _EXPORTS = {
     "token_advantages": ".advantages",
     "ADVANTAGE_SCALES": ".advantages",
     "rank_policy_loss": ".loss",
+    "rank_grpo_advantages": ".algorithm",
+    "RecipeConfig": ".algorithm",
     "LOSS_AGGREGATIONS": ".loss",
     "Catalog": ".recsys.catalog",
     "CatalogError": ".recsys.catalog",

@@ -5,7 +5,7 @@ name, so that adapters (CLI flags, config files) can select an algorithm by stri
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, TypeVar
+from typing import Callable, Dict, Generic, Iterator, Optional, TypeVar
 
 F = TypeVar("F", bound=Callable)
 
@@ -17,8 +17,11 @@ class Registry(Generic[F]):
         self.what = what
         self._items: Dict[str, F] = {}
 
-    def register(self, name: str) -> Callable[[F], F]:
-        """Decorator: ``@REGISTRY.register("name")``. Registering a name twice is an error."""
+    def register(self, name: str, fn: Optional[F] = None):
+        """``REGISTRY.register("name", fn)``, or as a decorator ``@REGISTRY.register("name")``. Registering a name
+        twice is an error."""
+        if fn is not None:
+            return self.register(name)(fn)
 
         def deco(fn: F) -> F:
             if name in self._items:

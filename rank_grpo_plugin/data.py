@@ -1,4 +1,6 @@
-"""Reading and validating conversational-recommendation rows (Reddit-v2 / ReDial shape).
+"""The one row schema: reading and validating conversational-recommendation rows (Reddit-v2 / ReDial shape), and
+the RL label they become (:func:`label_json` encodes it, :func:`parse_label` decodes and checks it). Used by
+``rank-grpo prepare / evaluate / catalog``, Stage 1 and the catalog reward.
 
 A row holds a chat prompt, the ground-truth items, the titles already seen in the conversation and, for SFT,
 a target list::
@@ -22,8 +24,9 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .recsys.catalog import parse_year
 
-__all__ = ["DataError", "Fields", "Row", "check_record", "completion_text", "default_data_dir", "dump_rows",
-           "iter_records", "label_json", "load_rows", "write_atomic", "ROLES"]
+__all__ = ["DataError", "LabelError", "Fields", "Row", "check_record", "check_prompt", "check_groundtruth",
+           "check_seen", "completion_text", "default_data_dir", "dump_rows", "iter_records", "label_json",
+           "parse_label", "load_rows", "write_atomic", "ROLES"]
 
 ROLES = ("system", "user", "assistant")
 
@@ -40,6 +43,10 @@ def default_data_dir() -> Optional[Path]:
 
 class DataError(ValueError):
     """Bad input rows; the message names file, row and field."""
+
+
+class LabelError(DataError):
+    """A dataset label that is not the documented JSON; the message names the sample."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,48 @@ class Row:
 def label_json(groundtruth: Sequence[Tuple[str, int]], seen: Sequence[str]) -> str:
     """The RL label the reward reads: ``{"groundtruth": [[title, year], ...], "seen": [title, ...]}``."""
     return json.dumps({"groundtruth": [[t, y] for t, y in groundtruth], "seen": list(seen)}, ensure_ascii=False)
+
+
+LABEL_FORMAT = '{"groundtruth": [["Title", 1999], ...], "seen": ["Title", ...]}'
+
+
+def parse_label(label: Any, where: str = "sample") -> Tuple[list, list]:
+    """(groundtruth pairs as given, seen titles) from a label (JSON text, bytes or the decoded object).
+
+    Accepts the Reddit-v2 names ``groundtruth_with_release_year`` / ``seen_titles`` as aliases and a ground truth
+    stored as a JSON string (never evaluated as Python). Raises :class:`LabelError` naming ``where``.
+    """
+    data = label
+    if isinstance(label, (bytes, bytearray)):
+        data = label.decode("utf-8", errors="replace")
+    if isinstance(data, str):
+        if not data.strip():
+            raise LabelError(f"{where}: empty label; expected JSON {LABEL_FORMAT} "
+                             "(set --data.label_key to the dataset field holding it)")
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise LabelError(f"{where}: label is not valid JSON ({e}): {data[:120]!r}") from None
+    if not isinstance(data, dict):
+        raise LabelError(f"{where}: label must be a JSON object with 'groundtruth' and 'seen', got "
+                         f"{type(data).__name__}: {str(data)[:120]!r}")
+    gt = data.get("groundtruth", data.get("groundtruth_with_release_year"))
+    seen = data.get("seen", data.get("seen_titles", []))
+    if isinstance(gt, str):  # stringified lists in some dumps: JSON only
+        try:
+            gt = json.loads(gt)
+        except json.JSONDecodeError:
+            raise LabelError(f"{where}: 'groundtruth' is a string that is not a JSON list: {gt[:120]!r}") from None
+    if not isinstance(gt, list):
+        raise LabelError(f"{where}: label needs 'groundtruth': [[title, year], ...], got {str(gt)[:120]!r}")
+    for i, pair in enumerate(gt):
+        if _pair(pair) is None:
+            raise LabelError(f"{where}: groundtruth[{i}] must be [title, year], got {pair!r}")
+    try:
+        seen = check_seen(seen, "seen")
+    except DataError:
+        raise LabelError(f"{where}: 'seen' must be a list of titles, got {str(seen)[:120]!r}") from None
+    return [list(p) for p in gt], seen
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -152,7 +201,7 @@ def completion_text(value: Any) -> Optional[str]:
     return None
 
 
-def _check_prompt(value: Any, name: str) -> List[Dict[str, str]]:
+def check_prompt(value: Any, name: str) -> List[Dict[str, str]]:
     if isinstance(value, str):
         if not value.strip():
             raise DataError(f"field {name!r}: empty prompt")
@@ -175,7 +224,16 @@ def _check_prompt(value: Any, name: str) -> List[Dict[str, str]]:
     return out
 
 
-def _check_groundtruth(value: Any, name: str) -> List[Tuple[str, int]]:
+def _pair(pair: Any) -> Optional[Tuple[str, int]]:
+    """(title, year) of a ground-truth pair ``[title, year]`` (year an integer or digit string), else None."""
+    if isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str):
+        year = parse_year(pair[1])
+        if year is not None:
+            return pair[0], year
+    return None
+
+
+def check_groundtruth(value: Any, name: str) -> List[Tuple[str, int]]:
     if not isinstance(value, list):
         raise DataError(f"field {name!r}: expected a list of [title, year] pairs, got {type(value).__name__}")
     if not value:
@@ -187,14 +245,14 @@ def _check_groundtruth(value: Any, name: str) -> List[Tuple[str, int]]:
         title, year = pair
         if not isinstance(title, str) or not title.strip():
             raise DataError(f"field {name!r}[{i}]: title must be a non-empty string, got {title!r}")
-        y = parse_year(year)
-        if y is None:
+        checked = _pair(pair)
+        if checked is None:
             raise DataError(f"field {name!r}[{i}]: year must be an integer or digit string, got {year!r}")
-        out.append((title, y))
+        out.append(checked)
     return out
 
 
-def _check_seen(value: Any, name: str) -> List[str]:
+def check_seen(value: Any, name: str) -> List[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
@@ -211,9 +269,9 @@ def check_record(rec: Any, where: str, fields: Fields = Fields(), need_completio
         for name in (fields.prompt, fields.groundtruth) + ((fields.seen,) if fields.seen else ()):
             if name not in rec:
                 raise DataError(f"field {name!r} is missing (fields present: {sorted(rec)})")
-        prompt = _check_prompt(rec[fields.prompt], fields.prompt)
-        gt = _check_groundtruth(rec[fields.groundtruth], fields.groundtruth)
-        seen = _check_seen(rec[fields.seen], fields.seen) if fields.seen else []
+        prompt = check_prompt(rec[fields.prompt], fields.prompt)
+        gt = check_groundtruth(rec[fields.groundtruth], fields.groundtruth)
+        seen = check_seen(rec[fields.seen], fields.seen) if fields.seen else []
         completion = None
         if need_completion:
             if fields.completion not in rec:
@@ -278,3 +336,5 @@ def dump_rows(path: str, rows: Sequence[Dict[str, Any]]) -> str:
     if ext != ".jsonl":
         raise DataError(f"{path}: output must end in .jsonl or .json (OpenRLHF loads both)")
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+

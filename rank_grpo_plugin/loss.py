@@ -20,13 +20,31 @@ def _bins(rank_ids: torch.Tensor, mask: torch.Tensor, num_ranks: int) -> torch.T
 def _units(log_probs, old_log_probs, rank_ids, m, num_ranks):
     """(mean log-ratio [B, K+2] float32, token count [B, K+2], bins [B, T]); column K+1 collects the padding
     (log-ratio 0, dropped by the callers)."""
-    mf = m.float()
     b = log_probs.shape[0]
     bins = _bins(rank_ids, m, num_ranks)
-    diff = (log_probs.float() - old_log_probs.float()) * mf
+    diff = (log_probs.float() - old_log_probs.float()).masked_fill(~m, 0.0)
     sums = diff.new_zeros(b, num_ranks + 2).scatter_add(1, bins, diff)
-    counts = mf.new_zeros(b, num_ranks + 2).scatter_add(1, bins, mf)
+    counts = diff.new_zeros(b, num_ranks + 2).scatter_add_(1, bins, m.to(diff.dtype))
     return sums / counts.clamp(min=1.0), counts, bins
+
+
+_FIELD = 21  # bits per packed count: a (sequence, rank) unit holds < 2**21 tokens
+
+
+@torch.no_grad()
+def _advantage_units(advantages: torch.Tensor, bins: torch.Tensor, m: torch.Tensor, width: int):
+    """Per unit [B, width]: token count, positive / negative advantage sums (P, N) and how many tokens have a
+    positive / negative advantage. The three counts travel packed in one int64 scatter (21 bits each)."""
+    adv = advantages.float().masked_fill(~m, 0.0)
+    code = (adv > 0).long().add_((adv < 0).long(), alpha=1 << _FIELD).add_(m.long(), alpha=1 << (2 * _FIELD))
+    packed = torch.zeros(bins.shape[0], width, dtype=torch.long, device=bins.device).scatter_add_(1, bins, code)
+    low = (1 << _FIELD) - 1
+    counts = (packed >> (2 * _FIELD)).float()
+    n_neg = ((packed >> _FIELD) & low).float()
+    n_pos = (packed & low).float()
+    pos = adv.new_zeros(bins.shape[0], width).scatter_add_(1, bins, adv.clamp(min=0.0))
+    neg = adv.new_zeros(bins.shape[0], width).scatter_add_(1, bins, adv.clamp(max=0.0))
+    return counts, pos, neg, n_pos, n_neg
 
 
 def rank_log_ratio(
@@ -99,11 +117,12 @@ def rank_policy_loss(
         agg: one of :data:`LOSS_AGGREGATIONS`: ``token_mean`` (sum over masked tokens / their count in the
             batch) or ``rank_mean`` (mean over (sequence, rank) units of the unit's mean token loss).
         rank_stats: also return ``rank_adv_mean``.
+        (A (sequence, rank) unit may hold up to 2**21 - 1 tokens: three counts share one int64 scatter.)
 
     Returns:
         (loss scalar float32, stats) with stats: ``clip_frac_low``/``clip_frac_high`` (share of masked tokens
         whose loss is the clipped branch with w below/above the range), ``ratio_mean`` (mean w over units with
-        tokens) and, with ``rank_stats``, ``rank_adv_mean`` FloatTensor[K+1] (mean token advantage per rank,
+        tokens), ``tokens`` (masked tokens), ``log_ratio_mean`` (mean token log-ratio over them) and, with ``rank_stats``, ``rank_adv_mean`` FloatTensor[K+1] (mean token advantage per rank,
         overflow last; 0 when a rank has no tokens). Stats are detached.
     """
     if not (log_probs.shape == old_log_probs.shape == advantages.shape == rank_ids.shape == mask.shape):
@@ -115,16 +134,14 @@ def rank_policy_loss(
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
     aggregate = LOSS_AGGREGATIONS.get(agg)
     m = mask.bool()
-    b, units = log_probs.shape[0], num_ranks + 1
-    unit_lr, counts, bins = _units(log_probs, old_log_probs, rank_ids, m, num_ranks)
-    with torch.no_grad():  # advantage sums per unit: P (positive), N (negative) and their token counts
-        adv = advantages.float().masked_fill(~m, 0.0)
-        src = torch.stack([adv.clamp(min=0.0), adv.clamp(max=0.0), (adv > 0).float(), (adv < 0).float()])
-        per_unit = adv.new_zeros(4, b, num_ranks + 2).scatter_add_(2, bins.expand(4, -1, -1), src)
-        pos, neg, n_pos, n_neg = per_unit[..., :units].unbind(0)
-    w = torch.exp(unit_lr[:, :units])  # [B, K+1]
+    units = num_ranks + 1
+    bins = _bins(rank_ids, m, num_ranks)
+    diff = (log_probs.float() - old_log_probs.float()).masked_fill(~m, 0.0)
+    sums = diff.new_zeros(diff.shape[0], num_ranks + 2).scatter_add(1, bins, diff)  # the only grad path
+    counts, pos, neg, n_pos, n_neg = (t[:, :units] for t in _advantage_units(advantages, bins, m, num_ranks + 2))
+    w = torch.exp(sums[:, :units] / counts.clamp(min=1.0))  # [B, K+1]
     unit_loss = -(pos * w.clamp(max=1.0 + eps_high) + neg * w.clamp(min=1.0 - eps_low))
-    unit_count = counts[:, :units]
+    unit_count = counts
     loss = aggregate(unit_loss, unit_count)
 
     with torch.no_grad():
@@ -135,6 +152,8 @@ def rank_policy_loss(
             "clip_frac_low": (n_neg * (wd < 1.0 - eps_low)).sum() / n_tok,
             "clip_frac_high": (n_pos * (wd > 1.0 + eps_high)).sum() / n_tok,
             "ratio_mean": (wd * present).sum() / present.sum().clamp(min=1),
+            "tokens": unit_count.sum(),
+            "log_ratio_mean": sums[:, :units].detach().sum() / n_tok,
         }
         if rank_stats:
             stats["rank_adv_mean"] = (pos + neg).sum(0) / unit_count.sum(0).clamp(min=1)

@@ -18,46 +18,67 @@ __all__ = ["REWARD_SCHEMES", "rank_rewards", "causal_weights"]
 REWARD_SCHEMES: Registry = Registry("reward scheme")
 
 
-def causal_weights(num_ranks: int, scheme: str, gamma: Optional[float] = None) -> torch.Tensor:
-    """The matrix W[K, K] (float64) with r = hits @ W for the look-ahead schemes.
-
-    ``log``: W[j, k] = 1 / log2(j + 2) for j >= k (0-based j, i.e. 1 / log2(j' + 1) with 1-based j').
-    ``exp``: W[j, k] = gamma ** -(j - k) for j >= k.
-    """
+def _upper(num_ranks: int):
+    """(j, k, 1[j >= k]) as float64 [K, 1], [1, K], [K, K]."""
     j = torch.arange(num_ranks, dtype=torch.float64).unsqueeze(1)
     k = torch.arange(num_ranks, dtype=torch.float64).unsqueeze(0)
-    upper = (j >= k).to(torch.float64)
-    if scheme == "log":
-        return upper / torch.log2(j + 2.0)
-    if scheme == "exp":
-        return upper * torch.pow(torch.tensor(float(gamma), dtype=torch.float64), -(j - k).clamp(min=0))
-    raise ValueError(f"no causal weights for scheme {scheme!r}")
+    return j, k, (j >= k).to(torch.float64)
+
+
+def _no_gamma(scheme: str, gamma: Optional[float]) -> None:
+    if gamma is not None:
+        raise ValueError(f"gamma is only used by the 'exp' reward scheme (got gamma={gamma!r} with {scheme!r})")
+
+
+def _log_weights(num_ranks: int, gamma: Optional[float] = None) -> torch.Tensor:
+    """W[j, k] = 1 / log2(j + 2) for j >= k (0-based j, i.e. 1 / log2(j' + 1) with 1-based j')."""
+    _no_gamma("log", gamma)
+    j, _, upper = _upper(num_ranks)
+    return upper / torch.log2(j + 2.0)
+
+
+def _exp_weights(num_ranks: int, gamma: Optional[float] = None) -> torch.Tensor:
+    """W[j, k] = gamma ** -(j - k) for j >= k, gamma > 1."""
+    if gamma is None or not math.isfinite(float(gamma)) or float(gamma) <= 1.0:
+        raise ValueError(f"the 'exp' reward scheme needs a finite gamma > 1, got {gamma!r}")
+    j, k, upper = _upper(num_ranks)
+    return upper * torch.pow(torch.tensor(float(gamma), dtype=torch.float64), -(j - k).clamp(min=0))
+
+
+_WEIGHTS = {"log": _log_weights, "exp": _exp_weights}  # the look-ahead schemes' own weight matrices
+
+
+def causal_weights(num_ranks: int, scheme: str, gamma: Optional[float] = None) -> torch.Tensor:
+    """The matrix W[K, K] (float64) with r = hits @ W of a look-ahead scheme (``log``, ``exp``)."""
+    try:
+        make = _WEIGHTS[scheme]
+    except KeyError:
+        raise ValueError(f"no causal weights for scheme {scheme!r}; look-ahead schemes: {sorted(_WEIGHTS)}") from None
+    return make(num_ranks, gamma)
+
+
+def _look_ahead(scheme: str):
+    weights = _WEIGHTS[scheme]
+
+    def rewards(hits: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
+        w = weights(hits.shape[-1], gamma).to(hits.device)
+        return (hits.to(torch.float64) @ w).to(torch.float32)
+
+    rewards.__doc__ = f"r = hits @ W with {weights.__name__}: {weights.__doc__}"
+    return rewards
 
 
 @REWARD_SCHEMES.register("exp_inf")
 def _exp_inf(hits: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
     """r_k = hit_k: each rank is rewarded for its own item only (Gamma -> infinity)."""
-    if gamma is not None:
-        raise ValueError("gamma is only used by the 'exp' reward scheme")
+    _no_gamma("exp_inf", gamma)
     return hits.to(torch.float32).clone()
 
 
-@REWARD_SCHEMES.register("log")
-def _log(hits: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
-    """r_k = sum_{j>=k} hit_j / log2(j+1), 1-based j: the DCG of the list from rank k on (causal DCG)."""
-    if gamma is not None:
-        raise ValueError("gamma is only used by the 'exp' reward scheme")
-    w = causal_weights(hits.shape[-1], "log").to(hits.device)
-    return (hits.to(torch.float64) @ w).to(torch.float32)
-
-
-@REWARD_SCHEMES.register("exp")
-def _exp(hits: torch.Tensor, gamma: Optional[float] = None) -> torch.Tensor:
-    """r_k = sum_{j>=k} hit_j / gamma^(j-k), gamma > 1."""
-    if gamma is None or not math.isfinite(float(gamma)) or float(gamma) <= 1.0:
-        raise ValueError(f"the 'exp' reward scheme needs a finite gamma > 1, got {gamma!r}")
-    w = causal_weights(hits.shape[-1], "exp", gamma).to(hits.device)
-    return (hits.to(torch.float64) @ w).to(torch.float32)
+# r_k = sum_{j>=k} hit_j / log2(j+1) (1-based j: the DCG of the list from rank k on) and
+# r_k = sum_{j>=k} hit_j / gamma^(j-k): each as one matrix product with its own weights.
+REWARD_SCHEMES.register("log")(_look_ahead("log"))
+REWARD_SCHEMES.register("exp")(_look_ahead("exp"))
 
 
 def rank_rewards(hits: torch.Tensor, scheme: str = "exp_inf", gamma: Optional[float] = None) -> torch.Tensor:

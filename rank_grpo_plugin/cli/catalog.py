@@ -57,7 +57,8 @@ def _check_out(path: str) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from ..data import DataError, _check_groundtruth, iter_records
+    from ..data import DataError, iter_records
+    from ..data import check_groundtruth as _check_groundtruth
     from ..recsys.catalog import Catalog
 
     _check_out(args.out)

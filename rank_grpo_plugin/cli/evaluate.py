@@ -108,7 +108,7 @@ def _read_predictions(path: str, rows, keys: List[str], prompt_field: str, compl
         texts.append(text)
         prompts.append(rec.get(prompt_field))
     if all(p is not None for p in prompts):
-        from ..data import _check_prompt
+        from ..data import check_prompt as _check_prompt  # the row schema's prompt validator
 
         by_key: Dict[str, str] = {}
         for (where, _), prompt, text in zip(preds, prompts, texts):

@@ -1,21 +1,16 @@
 """The ``rank_grpo`` advantage estimator inside OpenRLHF's experience maker (PPOTrainer Ray actor).
 
 Replaces the body of ``RemoteExperienceMaker.compute_advantages_and_returns`` (OpenRLHF 0.11.2) when
-``--algo.advantage.estimator rank_grpo``:
+``--algo.advantage.estimator rank_grpo``. The recipe itself is :func:`rank_grpo_plugin.algorithm.rank_grpo_advantages`;
+this module only moves tensors between OpenRLHF's ``Experience`` objects and it:
 
-1. per-rank hits ``[B, K]`` from the reward's ``rank_grpo/hit_rXX`` extra logs (see :mod:`.reward`), put back in
-   rollout order with ``Experience.index`` exactly like OpenRLHF orders its scalar rewards;
-2. core :func:`rank_rewards` -> :func:`rank_advantages` (per-rank group normalisation over
-   ``n_samples_per_prompt`` consecutive samples);
-3. rank ids from the action tokens and the tokenizer's newline table (:func:`action_rank_ids`), and core
-   :func:`token_advantages` with the length shaping;
-4. with KL as a reward (``--algo.kl.init_coef > 0`` without ``--algo.kl.use_loss``), the per-token penalty
-   ``-kl_coef * kl`` is added as a return-to-go (reverse cumulative sum), as OpenRLHF does for its group
-   estimators with ``gamma = 1``.
+* per-rank hits ``[B, K]`` from the reward's ``rank_grpo/hit_rXX`` extra logs (see :mod:`.reward`);
+* rank ids and the EOS mask from the action tokens and the tokenizer's newline table (:func:`action_rank_ids`);
+* everything in rollout order (``Experience.index``), the results back into each experience.
 
-Rank ids are *derived from tokens* (``sequences`` and ``action_mask``) wherever they are needed, so they survive
-every reshuffle OpenRLHF's replay buffer does (split, re-batch, padding removal, packing, dynamic batching)
-without a new ``Experience`` field.
+Rank ids are derived from tokens, so they survive every reshuffle of OpenRLHF's replay buffer. Where the host
+can carry them (``Experience.extras`` of patches/), they are stored for the policy loss, which then does not
+derive them again on every micro-batch.
 """
 from __future__ import annotations
 
@@ -24,12 +19,12 @@ from typing import List
 
 import torch
 
-from rank_grpo_plugin.advantages import rank_advantages, token_advantages
-from rank_grpo_plugin.ranks import newline_counts, num_emitted_items, rank_ids
-from rank_grpo_plugin.rewards import rank_rewards
+from rank_grpo_plugin.algorithm import RecipeConfig, rank_grpo_advantages
+from rank_grpo_plugin.data import parse_label
+from rank_grpo_plugin.ranks import newline_counts, rank_ids
 
 from .options import RankGRPOOptions
-from .reward import LABEL_ERROR_KEY, hit_keys, parse_label
+from .reward import LABEL_ERROR_KEY, hit_keys
 
 RANK_INFO_PREFIX = "rank_grpo/"
 
@@ -100,24 +95,11 @@ def _hits_of(experience, num_ranks: int) -> torch.Tensor:
     return torch.stack(cols, dim=1)
 
 
-def _reverse_cumsum(x: torch.Tensor) -> torch.Tensor:
-    return torch.flip(torch.cumsum(torch.flip(x, dims=[1]), dim=1), dims=[1])
+RANK_IDS_KEY = RANK_INFO_PREFIX + "rank_ids"  # Experience.extras key (per token, aligned with action_mask)
 
 
-@torch.no_grad()
-def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
-    """``RemoteExperienceMaker.compute_advantages_and_returns`` for ``rank_grpo`` (OpenRLHF 0.11.2 semantics:
-    fills ``advantages``/``returns`` [B, A] and ``info["return"]``, clears ``kl``)."""
-    args = experience_maker.strategy.args
-    tokenizer = experience_maker.tokenizer
-    opts = RankGRPOOptions.from_args(args)
-    k = int(opts.num_ranks)
-    group = int(args.rollout.n_samples_per_prompt)
-    if not experiences:
-        return experiences
-
-    hits_list = [_hits_of(e, k) for e in experiences]
-    exp_len = [h.shape[0] for h in hits_list]
+def _rollout_order(experiences: List, exp_len: List[int]) -> torch.Tensor:
+    """Row of every sample in rollout order (``Experience.index``), checked to be a permutation."""
     for e, n in zip(experiences, exp_len):
         if e.index is None or len(e.index) != n:
             raise ValueError(f"rank_grpo: Experience.index has {None if e.index is None else len(e.index)} entries "
@@ -126,41 +108,75 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
     if not torch.equal(torch.sort(indices).values, torch.arange(len(indices))):
         raise ValueError(f"rank_grpo: Experience.index values are not a permutation of 0..{len(indices) - 1} "
                          "(samples missing or repeated); cannot rebuild the prompt groups")
-    hits = torch.empty(len(indices), k, dtype=torch.float32)
-    hits[indices] = torch.cat(hits_list, dim=0)  # rollout order: groups of `group` consecutive samples
-    if hits.shape[0] % group:
-        raise ValueError(f"rank_grpo: {hits.shape[0]} samples is not a multiple of --rollout.n_samples_per_prompt "
-                         f"{group}; every prompt needs all of its samples in one batch")
-    rewards = rank_rewards(hits, opts.reward_scheme, opts.gamma)
-    adv = rank_advantages(rewards, group, scale=opts.adv_scale, eps=opts.adv_eps)
-    rewards_per_exp = rewards[indices].split(exp_len)
-    adv_per_exp = adv[indices].split(exp_len)
+    return indices
 
+
+def _stack(tensors: List[torch.Tensor], width: int, fill) -> torch.Tensor:
+    """[B_i, A_i] tensors right-padded with ``fill`` to ``width`` and concatenated: [sum B_i, width]."""
+    return torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=fill) for t in tensors], dim=0)
+
+
+@torch.no_grad()
+def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
+    """``RemoteExperienceMaker.compute_advantages_and_returns`` for ``rank_grpo`` (OpenRLHF 0.11.2 semantics:
+    fills ``advantages``/``returns`` [B, A] and ``info["return"]``, clears ``kl``).
+
+    Plumbing only: the hits, rank ids and masks of all experiences are put in rollout order (``Experience.index``,
+    as OpenRLHF orders its scalar rewards), :func:`rank_grpo_plugin.algorithm.rank_grpo_advantages` computes the
+    recipe, and its results go back into each experience. With KL as a reward (``--algo.kl.init_coef > 0`` without
+    ``--algo.kl.use_loss``) ``-kl_coef * kl`` is the recipe's token penalty. Where the Experience can carry them
+    (``Experience.extras``, patches/), the rank ids are stored for the policy loss.
+    """
+    if not experiences:
+        return experiences
+    args = experience_maker.strategy.args
+    tokenizer = experience_maker.tokenizer
+    opts = RankGRPOOptions.from_args(args)
+    config = RecipeConfig.from_options(opts)
+    k = config.num_ranks
+    group = int(args.rollout.n_samples_per_prompt)
+
+    hits_list = [_hits_of(e, k) for e in experiences]
+    exp_len = [h.shape[0] for h in hits_list]
+    indices = _rollout_order(experiences, exp_len)
+    if len(indices) % group:
+        raise ValueError(f"rank_grpo: {len(indices)} samples is not a multiple of --rollout.n_samples_per_prompt "
+                         f"{group}; every prompt needs all of its samples in one batch")
+    widths = [e.action_mask.shape[1] for e in experiences]
+    width = max(widths)
+    device = experiences[0].action_mask.device
+    ranks = [action_rank_ids(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
+    eos = [action_eos_mask(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
+    masks = [e.action_mask.bool().to(device) for e in experiences]
     kl_coef = float(getattr(experience_maker.kl_ctl, "value", 0.0) or 0.0)
-    kl_as_reward = kl_coef != 0.0 and not args.algo.kl.use_loss
-    for e, r, a in zip(experiences, rewards_per_exp, adv_per_exp):
-        mask = e.action_mask.bool()
-        device = e.action_mask.device
-        ranks = action_rank_ids(e.sequences, e.action_mask, tokenizer)
-        eos = action_eos_mask(e.sequences, e.action_mask, tokenizer)
-        tok_adv = token_advantages(
-            a.to(device), ranks, mask, eos, k,
-            overflow_penalty=opts.overflow_penalty, early_stop_penalty=opts.early_stop_penalty,
-            eos_bonus=opts.eos_bonus,
-        )
-        if kl_as_reward and e.kl is not None:
-            penalty = torch.where(mask, -kl_coef * e.kl.float(), torch.zeros_like(tok_adv))
-            tok_adv = torch.where(mask, tok_adv + _reverse_cumsum(penalty), tok_adv)
+    kl_as_reward = kl_coef != 0.0 and not args.algo.kl.use_loss and all(e.kl is not None for e in experiences)
+
+    order = torch.empty_like(indices)
+    order[indices] = torch.arange(len(indices))  # row of rollout sample j in the concatenation
+    def rollout(tensors, fill):
+        return _stack(tensors, width, fill)[order.to(device)]
+
+    out = rank_grpo_advantages(
+        torch.cat(hits_list, dim=0)[order], rollout(ranks, -1), rollout(masks, False), rollout(eos, False), group,
+        config, token_penalty=rollout([-kl_coef * e.kl.float().to(device) for e in experiences], 0.0)
+        if kl_as_reward else None,
+    )
+    back = indices.to(device)  # rollout row of each concatenated row
+    parts = zip(experiences, ranks, out.token_advantages[back].split(exp_len), out.rank_rewards[back].split(exp_len),
+                out.rank_advantages[back].split(exp_len), out.items_emitted[back].split(exp_len))
+    for e, r_ids, tok_adv, r, a, items in parts:
+        tok_adv = tok_adv[:, : e.action_mask.shape[1]].to(e.action_mask.device)
         e.advantages = tok_adv
         e.returns = tok_adv.clone()
         e.info["return"] = r.sum(dim=-1)
-        items = num_emitted_items(ranks, mask, eos)
-        started = torch.where(mask, ranks + 1, torch.zeros_like(ranks)).max(dim=1).values  # lines begun, no EOS
-        e.info[RANK_INFO_PREFIX + "items_emitted"] = torch.where(items < 0, started, items).float()
+        e.info[RANK_INFO_PREFIX + "items_emitted"] = items
         if opts.per_rank_metrics:
-            width = max(2, len(str(k)))
+            width_k = max(2, len(str(k)))
             for j in range(k):
-                e.info[f"{RANK_INFO_PREFIX}reward_r{j + 1:0{width}d}"] = r[:, j].clone()
-                e.info[f"{RANK_INFO_PREFIX}adv_r{j + 1:0{width}d}"] = a[:, j].clone()
+                e.info[f"{RANK_INFO_PREFIX}reward_r{j + 1:0{width_k}d}"] = r[:, j].clone()
+                e.info[f"{RANK_INFO_PREFIX}adv_r{j + 1:0{width_k}d}"] = a[:, j].clone()
+        extras = getattr(e, "extras", None)
+        if isinstance(extras, dict):
+            extras[RANK_IDS_KEY] = r_ids
         e.kl = None
     return experiences

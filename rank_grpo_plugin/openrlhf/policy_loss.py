@@ -3,9 +3,10 @@
 :class:`RankGRPOPolicyLoss` is a drop-in for ``openrlhf.models.PolicyLoss`` (OpenRLHF 0.11.2 call signature and
 return tuple ``(loss, clip_ratio, ppo_kl, vllm_kl, is_filter_ratio)``) that calls the core
 :func:`rank_grpo_plugin.rank_policy_loss` (geometric-mean importance ratio per (sequence, rank), clipped with
-``--actor.eps_clip_low_high``). It needs the experience's tokens to derive rank ids; the patched
-``ActorPPOTrainer.training_step`` binds the current ``Experience`` around the original step (see
-:mod:`.activate`), the upstream registry passes ``experience=`` directly.
+``--actor.eps_clip_low_high``). It declares ``needs_experience``, so OpenRLHF's training step passes the micro-batch
+as ``experience=`` (the upstream registry of ``patches/``, or :mod:`.shim` on a stock release). Rank ids come from
+``experience.extras`` when the estimator could store them there (``patches/``); otherwise they are derived from the
+experience's tokens.
 
 Normalisation follows OpenRLHF: with ``--rank_grpo.loss_agg token_mean`` the loss is a global token mean
 (``sum / batch_num_tokens * dp_size``, the same pre-compensation for gradient accumulation and data parallelism
@@ -14,8 +15,6 @@ entropy and aux losses are added by OpenRLHF's own ``training_step`` unchanged.
 """
 from __future__ import annotations
 
-import contextlib
-import threading
 from typing import Optional
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn as nn
 
 from rank_grpo_plugin.loss import rank_policy_loss
 
-from .estimator import action_rank_ids
+from .estimator import RANK_IDS_KEY, action_rank_ids
 from .options import RankGRPOOptions
 
 METRIC_PREFIX = "rank_grpo/"
@@ -44,17 +43,13 @@ class RankGRPOPolicyLoss(nn.Module):
         self.eps_low, self.eps_high = float(eps[0]), float(eps[1])
         self.num_ranks = int(self.options.num_ranks)
         self.agg = self.options.loss_agg
-        self._local = threading.local()
 
-    @contextlib.contextmanager
-    def bind(self, experience):
-        """Make ``experience`` the one the next ``forward`` calls read tokens from."""
-        previous = getattr(self._local, "experience", None)
-        self._local.experience = experience
-        try:
-            yield self
-        finally:
-            self._local.experience = previous
+    def rank_ids(self, experience, action_mask: torch.Tensor) -> torch.Tensor:
+        """LongTensor[B, A]: carried in ``experience.extras`` when the host can carry them, else from the tokens."""
+        carried = (getattr(experience, "extras", None) or {}).get(RANK_IDS_KEY)
+        if carried is not None and carried.shape == action_mask.shape:
+            return carried.to(action_mask.device, torch.long)
+        return action_rank_ids(experience.sequences.to(action_mask.device), action_mask, self.tokenizer)
 
     def forward(
         self,
@@ -68,30 +63,26 @@ class RankGRPOPolicyLoss(nn.Module):
         global_batch_size: Optional[float] = None,
         experience=None,
     ):
-        experience = experience if experience is not None else getattr(self._local, "experience", None)
         if experience is None:
             raise RuntimeError(
-                "rank_grpo policy loss called without the experience it belongs to: OpenRLHF's "
-                "ActorPPOTrainer.training_step was not patched by rank_grpo_plugin (is the plugin disabled in this "
-                "worker? RANK_GRPO_PLUGIN_DISABLE)"
+                "rank_grpo policy loss called without the experience it belongs to: OpenRLHF's training step did "
+                "not pass experience= (is the plugin disabled in this worker? RANK_GRPO_PLUGIN_DISABLE)"
             )
         if action_mask is None:
             action_mask = experience.action_mask
-        mask = action_mask.bool()
-        ranks = action_rank_ids(experience.sequences.to(log_probs.device), action_mask.to(log_probs.device),
-                                self.tokenizer)
+        action_mask = action_mask.to(log_probs.device)
+        ranks = self.rank_ids(experience, action_mask)
         loss, stats = rank_policy_loss(
-            log_probs, old_log_probs, advantages, ranks, mask, self.num_ranks,
+            log_probs, old_log_probs, advantages, ranks, action_mask, self.num_ranks,
             eps_low=self.eps_low, eps_high=self.eps_high, agg=self.agg, rank_stats=False,
         )
         if self.agg == "token_mean" and batch_num_tokens is not None:
-            local_tokens = mask.sum().clamp(min=1).to(loss.dtype)
+            local_tokens = stats["tokens"].clamp(min=1).to(loss.dtype)
             loss = loss * local_tokens / torch.as_tensor(batch_num_tokens, dtype=loss.dtype,
                                                           device=loss.device).clamp(min=1) * dp_size
 
         with torch.no_grad():
-            n = mask.sum().clamp(min=1)
-            ppo_kl = ((old_log_probs - log_probs).detach().float() * mask).sum() / n
+            ppo_kl = -stats["log_ratio_mean"]  # mean of old - new log-prob over the masked tokens
             clip_ratio = (stats["clip_frac_low"] + stats["clip_frac_high"]).detach()
             info = experience.info
             info[METRIC_PREFIX + "clip_frac_low"] = stats["clip_frac_low"].detach()

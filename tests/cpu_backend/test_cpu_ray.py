@@ -26,10 +26,11 @@ try:
             import torch
             import openrlhf.trainer.ray.ppo_actor  # noqa: F401
             import openrlhf.trainer.ray.vllm_worker_wrap as ww
-            from rank_grpo_plugin.openrlhf import cpu
-            dev = str(torch.cuda.current_device()) if cpu.installed() else "n/a"
-            return {"installed": cpu.installed(), "patches": sorted(cpu.PATCHES), "device": dev,
-                    "update_weight": ww.WorkerWrap.update_weight is cpu.update_weight}
+            import openrlhf_cpu
+            from openrlhf_cpu.vllm_reload import update_weight
+            dev = str(torch.cuda.current_device()) if openrlhf_cpu.installed() else "n/a"
+            return {"installed": openrlhf_cpu.installed(), "patches": sorted(openrlhf_cpu.PATCHES), "device": dev,
+                    "update_weight": ww.WorkerWrap.update_weight is update_weight}
 
     strategy = PlacementGroupSchedulingStrategy(placement_group=pg, placement_group_bundle_index=0)
     on = ray.get(Probe.options(scheduling_strategy=strategy).remote().check.remote(), timeout=300)

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rank_grpo_plugin.openrlhf import cpu  # noqa: E402  (importing cpu.py patches nothing)
+import openrlhf_cpu  # noqa: E402  (importing the CPU backend patches nothing)
+from openrlhf_cpu import checksum, common, driver, vllm_reload  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------- checksums
@@ -18,16 +19,16 @@ from rank_grpo_plugin.openrlhf import cpu  # noqa: E402  (importing cpu.py patch
 def test_weight_checksum_is_exact_and_sensitive(dtype):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(64, 32, generator=g).to(dtype)
-    assert cpu.weight_checksum(w) == cpu.weight_checksum(w.clone())
-    assert cpu.weight_checksum(w)[2] == w.numel()
+    assert checksum.weight_checksum(w) == checksum.weight_checksum(w.clone())
+    assert checksum.weight_checksum(w)[2] == w.numel()
     flipped = w.clone()
     flipped.view(torch.int16 if dtype == torch.bfloat16 else torch.int32)[3, 5] += 1  # one ulp
-    assert cpu.weight_checksum(flipped) != cpu.weight_checksum(w)
+    assert checksum.weight_checksum(flipped) != checksum.weight_checksum(w)
     swapped = w.clone()
     swapped[[0, 1]] = swapped[[1, 0]]  # same values, other places
-    assert cpu.weight_checksum(swapped)[0] == cpu.weight_checksum(w)[0]
-    assert cpu.weight_checksum(swapped) != cpu.weight_checksum(w)
-    assert cpu.weight_checksum(torch.zeros(8)) != cpu.weight_checksum(torch.ones(8))
+    assert checksum.weight_checksum(swapped)[0] == checksum.weight_checksum(w)[0]
+    assert checksum.weight_checksum(swapped) != checksum.weight_checksum(w)
+    assert checksum.weight_checksum(torch.zeros(8)) != checksum.weight_checksum(torch.ones(8))
 
 
 def test_checksum_names_pick_live_vllm_parameters():
@@ -36,7 +37,7 @@ def test_checksum_names_pick_live_vllm_parameters():
              ("model.layers.0.input_layernorm.weight", torch.zeros(2)), ("model.layers.0.q_proj.weight",
              torch.zeros(2, 2)), ("model.norm.weight", torch.zeros(2)), ("lm_head.weight", torch.zeros(4, 2))]
     del model
-    names = cpu._checksum_names(named)
+    names = checksum.checksum_names(named)
     assert names[0] == "model.embed_tokens.weight" and names[-1] == "lm_head.weight"
     assert not any(n.endswith(".bias") for n in names) and len(names) == 3
 
@@ -67,20 +68,28 @@ def _args(**over):
     ("train__enable_ema", True, "--train.enable_ema"),
 ])
 def test_unsupported_options_are_refused(option, value, flag):
-    with pytest.raises(cpu.CpuBackendError) as e:
-        cpu.check_args(_args(**{option: value}))
+    with pytest.raises(openrlhf_cpu.CpuBackendError) as e:
+        driver.check_args(_args(**{option: value}))
     assert flag in str(e.value) and "CUDA is not available" in str(e.value)
 
 
+def test_every_refused_option_is_reported_at_once():
+    with pytest.raises(openrlhf_cpu.CpuBackendError) as e:
+        driver.check_args(_args(train__colocate_all=True, vllm__tensor_parallel_size=2, train__enable_ema=True))
+    text = str(e.value)
+    assert all(f in text for f in ("--train.colocate_all", "--vllm.tensor_parallel_size", "--train.enable_ema"))
+    assert text.count("\n  - ") == 3
+
+
 def test_supported_options_pass_and_flash_attention_default_becomes_sdpa(monkeypatch):
-    cpu.check_args(_args())
+    driver.check_args(_args())
     monkeypatch.setattr(sys, "argv", ["train_ppo_ray.py", "--rollout.n_samples_per_prompt", "4"])
     args = _args(ds__attn_implementation="flash_attention_2")
-    cpu.check_args(args)
+    driver.check_args(args)
     assert args.ds.attn_implementation == "sdpa"
     monkeypatch.setattr(sys, "argv", ["train_ppo_ray.py", "--ds.attn_implementation", "flash_attention_2"])
-    with pytest.raises(cpu.CpuBackendError, match="attn_implementation flash_attention_2"):
-        cpu.check_args(_args(ds__attn_implementation="flash_attention_2"))
+    with pytest.raises(openrlhf_cpu.CpuBackendError, match="attn_implementation flash_attention_2"):
+        driver.check_args(_args(ds__attn_implementation="flash_attention_2"))
 
 
 # ---------------------------------------------------------------------------------------------- upstream guard
@@ -91,27 +100,28 @@ def get_strategy(args):  # a stand-in with different source than OpenRLHF 0.11.2
 def test_changed_upstream_function_is_detected():
     fake = types.ModuleType("openrlhf.utils.utils")
     fake.get_strategy = get_strategy
-    with pytest.raises(cpu.UpstreamChanged, match="get_strategy is not the OpenRLHF 0.11.2 code"):
-        cpu._verify(fake, "get_strategy")
-    del fake.get_strategy
-    with pytest.raises(cpu.UpstreamChanged, match="not found"):
-        cpu._verify(fake, "get_strategy")
+    fake.__file__ = __file__  # the source file the fingerprint reads
+    with pytest.raises(openrlhf_cpu.UpstreamChanged, match="get_strategy is not the OpenRLHF 0.11.2 code"):
+        common.require(fake, "get_strategy")
+    fake.__file__ = "/nonexistent/utils.py"
+    with pytest.raises(openrlhf_cpu.UpstreamChanged, match="not found"):
+        common.require(fake, "get_strategy")
 
 
 def test_other_openrlhf_version_is_refused(monkeypatch):
     import importlib.metadata
 
-    monkeypatch.setattr(cpu, "_version_checked", False)
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.12.0")
-    with pytest.raises(cpu.UpstreamChanged, match=r"supports OpenRLHF 0\.11\.2 only, found 0\.12\.0"):
-        cpu._check_openrlhf_version()
+    with pytest.raises(openrlhf_cpu.UpstreamChanged, match=r"needs OpenRLHF 0\.11\.2 .* but OpenRLHF 0\.12\.0 is"):
+        common.require(types.ModuleType("openrlhf.utils.utils"), "get_strategy")
 
 
 # ------------------------------------------------------------------------------------------ gloo weight sync
 def _gloo_peer(port, rank, q):
     import torch as t
 
-    from rank_grpo_plugin.openrlhf.cpu import GlooBroadcastGroup, weight_checksum
+    from openrlhf_cpu.checksum import weight_checksum
+    from openrlhf_cpu.weight_sync import GlooBroadcastGroup
 
     group = GlooBroadcastGroup("127.0.0.1", port, rank, 2)
     w = t.arange(1000, dtype=t.float32).reshape(10, 100).to(t.bfloat16) if rank == 0 else \
@@ -140,7 +150,7 @@ def test_gloo_broadcast_group_moves_bf16_weights():
             if p.is_alive():
                 p.kill()
     assert got[0] == got[1]
-    assert got[0] == cpu.weight_checksum(torch.arange(1000, dtype=torch.float32).reshape(10, 100).to(torch.bfloat16))
+    assert got[0] == checksum.weight_checksum(torch.arange(1000, dtype=torch.float32).reshape(10, 100).to(torch.bfloat16))
 
 
 # --------------------------------------------------------------------- patches on real OpenRLHF (subprocess)
@@ -150,7 +160,9 @@ import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.trainer.ray.vllm_worker_wr
 import openrlhf.trainer.ray.vllm_engine, openrlhf.utils.distributed_util as du, openrlhf.utils
 from openrlhf.trainer.ppo_utils import NaiveReplayBuffer
 import ray, torch
-from rank_grpo_plugin.openrlhf import cpu
+import openrlhf_cpu as cpu
+from openrlhf_cpu.vllm_reload import update_weight
+from openrlhf_cpu.weight_sync import stateless_init_process_group
 try:
     replay_device = str(NaiveReplayBuffer(4).target_device)
 except (AssertionError, RuntimeError) as e:  # upstream on a machine without CUDA
@@ -158,12 +170,12 @@ except (AssertionError, RuntimeError) as e:  # upstream on a machine without CUD
 print("RESULT " + json.dumps({
     "installed": cpu.installed(),
     "patches": sorted(cpu.PATCHES),
-    "sync_fn": [du.stateless_init_process_group is cpu.stateless_init_process_group,
-                pa.stateless_init_process_group is cpu.stateless_init_process_group],
-    "update_weight": ww.WorkerWrap.update_weight is cpu.update_weight,
+    "sync_fn": [du.stateless_init_process_group is stateless_init_process_group,
+                pa.stateless_init_process_group is stateless_init_process_group],
+    "update_weight": ww.WorkerWrap.update_weight is update_weight,
     "get_strategy": openrlhf.utils.get_strategy.__module__,
     "replay_device": replay_device,
-    "ray_init": getattr(ray.init, "_rank_grpo_cpu", False),
+    "ray_init": "cpu_backend" in (ray.init.steps() if hasattr(ray.init, "steps") else []),
 }))
 """
 
@@ -173,7 +185,7 @@ def test_patches_applied_on_import_and_opt_out(run_py):
     assert out.returncode == 0, out.stdout[-4000:]
     res = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert res["installed"] and res["sync_fn"] == [True, True] and res["update_weight"] and res["ray_init"]
-    assert res["get_strategy"] == "rank_grpo_plugin.openrlhf.cpu"
+    assert res["get_strategy"] == "openrlhf_cpu.driver"
     assert res["replay_device"] == "cpu"
     assert {"torch.cuda", "NaiveReplayBuffer.__init__", "ActorPPOTrainer.broadcast_to_vllm",
             "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "ray.init"} <= set(
@@ -188,10 +200,10 @@ def test_patches_applied_on_import_and_opt_out(run_py):
 def test_ray_init_patch_only_adds_resources_for_a_new_local_cluster(monkeypatch):
     import ray
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
-    assert cpu._ray_connects(ray, None) is True
+    assert driver._ray_connects(ray, None) is True
     monkeypatch.delenv("RAY_ADDRESS")
-    assert cpu._ray_connects(ray, "local") is False
-    assert cpu._ray_connects(ray, "10.0.0.1:6379") is True
+    assert driver._ray_connects(ray, "local") is False
+    assert driver._ray_connects(ray, "10.0.0.1:6379") is True
 
 
 # ------------------------------------------------------------------------------------------- vLLM reload (tied head)
@@ -231,9 +243,9 @@ def test_reload_repacks_a_tied_lm_head_and_refuses_a_stale_untied_one():
     new = torch.arange(12.0).view(4, 3)
     x = torch.ones(1, 3)
     worker, model = _fake_worker(tied=True)  # the checkpoint has no lm_head.weight when it is tied
-    cpu._reload_on_cpu(worker, [("embed_tokens.weight", new)])
+    vllm_reload._reload_on_cpu(worker, [("embed_tokens.weight", new)])
     assert torch.equal(model["lm_head"].cpu_linear(x), x @ new.t())  # generates with the new weights
     assert worker._rank_grpo_reloads == 1
     worker, model = _fake_worker(tied=False)  # an untied head missing from the sync is stale: refused
-    with pytest.raises(cpu.WeightSyncError, match=r"did not repack 1 CPU linear layers \(e.g. \['lm_head'\]\)"):
-        cpu._reload_on_cpu(worker, [("embed_tokens.weight", new)])
+    with pytest.raises(common.WeightSyncError, match=r"did not repack 1 CPU linear layers \(e.g. \['lm_head'\]\)"):
+        vllm_reload._reload_on_cpu(worker, [("embed_tokens.weight", new)])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -38,13 +37,10 @@ def _prompts(path: Path, n: int = 4) -> None:
 
 
 def _global_steps(log: str):
-    steps = []
-    for m in re.finditer(r"Global step (\d+): (\{.*\})", log):
-        metrics = {}
-        for key, val in re.findall(r"'([^']+)': ([-+0-9.eE]+|nan|inf)", m.group(2)):
-            metrics[key] = float(val)
-        steps.append((int(m.group(1)), metrics))
-    return steps
+    """[(step, {key: float})] through the plugin's one launcher-log parser (nan/inf kept)."""
+    from rank_grpo_plugin.openrlhf.logs import parse_steps
+
+    return [(s.step, dict(s)) for s in parse_steps(log)]
 
 
 @pytest.mark.slow

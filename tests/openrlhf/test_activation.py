@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PROBE = (
     "import sys, json\n"
     "{pre}\n"
-    "from rank_grpo_plugin.openrlhf.activate import activation_report\n"
+    "from rank_grpo_plugin.openrlhf.register import activation_report\n"
     "print('REPORT' + json.dumps(activation_report()))\n"
 )
 
@@ -67,6 +67,7 @@ def test_openrlhf_import_activates_and_opt_out_disables(expect_registry):
     if expect_registry:
         assert rep["registry"] and rep["patches"].get("openrlhf.utils.extensions") == "registered"
     else:
+        assert rep["extension_points"] == "shim"
         assert set(rep["patches"].values()) == {"patched"} and len(rep["patches"]) == 3
     rep = _report(pre, RANK_GRPO_PLUGIN_DISABLE="1")
     assert not rep["active"] and rep["disabled"] and rep["patches"] == {}
@@ -76,7 +77,7 @@ def test_openrlhf_import_activates_and_opt_out_disables(expect_registry):
 def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
     import ray
 
-    from rank_grpo_plugin.openrlhf.cli import propagate_options
+    from rank_grpo_plugin.openrlhf.flags import propagate_options
     from rank_grpo_plugin.openrlhf.options import OPTIONS_ENV, RankGRPOOptions
 
     # what the launcher does after validating the flags; the options must reach workers through ray.init's
@@ -95,7 +96,7 @@ def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
                 import openrlhf.trainer.ppo_utils.experience_maker  # noqa: F401
                 import openrlhf.trainer.ray.ppo_actor  # noqa: F401
 
-                from rank_grpo_plugin.openrlhf.activate import activation_report
+                from rank_grpo_plugin.openrlhf.register import activation_report
                 from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
 
                 rep = activation_report()
@@ -124,8 +125,9 @@ def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
 def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch):
     import types
 
-    from rank_grpo_plugin.openrlhf import activate
+    from rank_grpo_plugin.openrlhf import register, shim, upstream
 
+    register.register_extensions(shim)
     mod = types.ModuleType("fake_openrlhf_mod")
 
     class RemoteExperienceMaker:
@@ -134,26 +136,46 @@ def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch):
 
     mod.RemoteExperienceMaker = RemoteExperienceMaker
     mod.__name__ = "openrlhf.trainer.ppo_utils.experience_maker"
-    monkeypatch.setattr(activate, "source_fingerprint", lambda module, qualname: "0" * 64)
-    activate._patch_experience_maker(mod)
+    monkeypatch.setattr(upstream, "fingerprint", lambda module, qualname: "0" * 64)
+    shim._patch_experience_maker(mod)
     maker = RemoteExperienceMaker()
     maker.strategy = types.SimpleNamespace(args=types.SimpleNamespace(
         algo=types.SimpleNamespace(advantage=types.SimpleNamespace(estimator="group_norm"))))
     assert maker.compute_advantages_and_returns([1]) == ["original", [1]]  # untouched
     maker.strategy.args.algo.advantage.estimator = "rank_grpo"
-    with pytest.raises(activate.OpenRLHFChanged, match="compute_advantages_and_returns.*differs"):
+    with pytest.raises(upstream.OpenRLHFChanged, match="compute_advantages_and_returns is not the OpenRLHF 0.11.2"):
         maker.compute_advantages_and_returns([1])
 
 
 @pytest.mark.patch_only  # the patched copy differs on purpose
 def test_fingerprints_match_installed_openrlhf():
+    """Every function of the release table (adapter and CPU backend), read from the installed OpenRLHF."""
     import importlib
 
-    from rank_grpo_plugin.openrlhf import activate
+    from rank_grpo_plugin.openrlhf import upstream
 
-    for key, want in activate.EXPECTED_SOURCES.items():
+    table = upstream.RELEASES[upstream.openrlhf_version()].sources
+    assert len(table) == 11
+    for key, want in table.items():
         mod_name, qualname = key.split(":")
-        assert activate.source_fingerprint(importlib.import_module(mod_name), qualname) == want, key
+        assert upstream.fingerprint(importlib.import_module(mod_name), qualname) == want, key
+        assert upstream.verify(importlib.import_module(mod_name), qualname) is None, key
+
+
+def test_one_import_hook_serves_every_caller():
+    code = (
+        "import sys\n"
+        "from rank_grpo_plugin._hooks import when_imported, FINDER_MARK\n"
+        "seen = []\n"
+        "when_imported('json.tool', lambda m: seen.append(('a', m.__name__)))\n"
+        "when_imported('json.tool', lambda m: seen.append(('b', m.__name__)))\n"
+        "import json.tool\n"
+        "when_imported('json.tool', lambda m: seen.append(('c', m.__name__)))  # already imported: now\n"
+        "assert seen == [('a', 'json.tool'), ('b', 'json.tool'), ('c', 'json.tool')], seen\n"
+        "assert sum(bool(getattr(f, FINDER_MARK, False)) for f in sys.meta_path) == 1\n"
+        "print('OK')\n"
+    )
+    assert "OK" in _python(code)
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from rank_grpo_plugin.openrlhf import activate, cli as plugin_cli
+from rank_grpo_plugin.openrlhf import flags as plugin_cli, upstream
 from rank_grpo_plugin.openrlhf.options import OPTIONS_ENV, RankGRPOOptions
 
 
@@ -120,7 +120,7 @@ def test_missing_reward_and_catalog_errors(helpers, tmp_path, capsys):
 
 @pytest.mark.patch_only  # with the upstream registry the version guard does not apply
 def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, monkeypatch):
-    monkeypatch.setattr(activate, "openrlhf_version", lambda: "0.10.1")
+    monkeypatch.setattr(upstream, "openrlhf_version", lambda: "0.10.1")
     with pytest.raises(SystemExit) as exc:
         helpers.run_cli(_rank(helpers, catalog_path))
     assert exc.value.code == 2
@@ -129,8 +129,8 @@ def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, mo
     # runs that do not ask for rank_grpo are untouched on other versions
     args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm", "--reward.remote_url", "r.py"])
     assert args.algo.advantage.estimator == "group_norm"
-    with pytest.raises(activate.UnsupportedOpenRLHF, match="0.10.1"):
-        activate.require_supported()
+    with pytest.raises(upstream.UnsupportedOpenRLHF, match="0.10.1"):
+        upstream.require_supported()
 
 
 @pytest.mark.patch_only  # the registry path uses no runtime parser patch
@@ -165,3 +165,15 @@ def test_real_script_help_and_alias_error():
                           "--rollout.n_samples_per_prompt", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 2
     assert "n_samples_per_prompt > 1" in out.stderr
+
+
+def test_every_problem_is_reported_at_once(helpers, catalog_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        helpers.run_cli(_rank(helpers, catalog_path, "--rollout.n_samples_per_prompt", "1", "--rank_grpo.gamma", "2",
+                              "--actor.dual_clip", "3"))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "rank_grpo: 3 problems:" in err
+    for message in ("only used by --rank_grpo.reward_scheme exp", "n_samples_per_prompt > 1",
+                    "--actor.dual_clip is not supported"):
+        assert message in err, message

@@ -88,9 +88,9 @@ def _run(maker, rollout_samples):
 def test_patch_or_registry_in_place(expect_registry):
     import openrlhf.trainer.ppo_utils.experience_maker as em
 
-    from rank_grpo_plugin.openrlhf import activate
+    from rank_grpo_plugin.openrlhf import register
 
-    status = activate.patch_status()
+    status = register.patch_status()
     if expect_registry:
         from openrlhf.utils import extensions
 

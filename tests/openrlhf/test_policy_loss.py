@@ -164,5 +164,34 @@ def test_loss_without_bound_experience_is_a_clear_error(helpers, catalog_path, t
                                                 "--rank_grpo.catalog", catalog_path])
     loss = RankGRPOPolicyLoss(args, tokenizer=tokenizer)
     x = torch.zeros(1, 3)
-    with pytest.raises(RuntimeError, match="training_step was not patched"):
+    with pytest.raises(RuntimeError, match="did not pass experience="):
         loss(x, x, x, action_mask=torch.ones(1, 3))
+
+
+def test_loss_uses_rank_ids_carried_in_the_experience(helpers, catalog_path, tokenizer):
+    """With ``Experience.extras`` (patches/) the estimator's rank ids are used as they are; without, the loss derives
+    the same ids from the tokens."""
+    from types import SimpleNamespace
+
+    from rank_grpo_plugin.loss import rank_policy_loss
+    from rank_grpo_plugin.openrlhf.estimator import RANK_IDS_KEY, action_rank_ids
+    from rank_grpo_plugin.openrlhf.policy_loss import RankGRPOPolicyLoss
+
+    args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "rank_grpo",
+                                                "--rank_grpo.catalog", catalog_path, "--rank_grpo.num_ranks", "3"])
+    loss_fn = RankGRPOPolicyLoss(args, tokenizer=tokenizer)
+    ids = torch.tensor([tokenizer("A (1999)\nB (2000)\nC (2001)\nD", add_special_tokens=False)["input_ids"]])
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    g = torch.Generator().manual_seed(0)
+    lp = -torch.rand(ids.shape, generator=g)
+    old = lp + 0.1 * torch.randn(ids.shape, generator=g)
+    adv = torch.randn(ids.shape, generator=g)
+    derived = action_rank_ids(ids, mask, tokenizer)
+    assert derived.max() == 3  # the 4th line is the overflow
+    carried = torch.zeros_like(derived)  # deliberately different: every token in rank 0
+    plain = SimpleNamespace(sequences=ids, action_mask=mask, info={})
+    with_extras = SimpleNamespace(sequences=ids, action_mask=mask, info={}, extras={RANK_IDS_KEY: carried})
+    for exp, ranks in ((plain, derived), (with_extras, carried)):
+        got = loss_fn(lp, old, adv, action_mask=mask, experience=exp)[0]
+        want = rank_policy_loss(lp, old, adv, ranks, mask, 3, 0.06, 0.08)[0]
+        torch.testing.assert_close(got, want)

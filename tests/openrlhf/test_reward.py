@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from rank_grpo_plugin.openrlhf import cli as plugin_cli
+from rank_grpo_plugin.openrlhf import flags as plugin_cli
 from rank_grpo_plugin.openrlhf.options import OPTIONS_ENV, RankGRPOOptions
 from rank_grpo_plugin.openrlhf.reward import (
     IN_CATALOG_KEY,

@@ -1,0 +1,129 @@
+"""Driver side: refuse OpenRLHF options that cannot run on CPU (all problems at once), and make ``ray.init`` of a
+new local cluster offer the logical GPUs OpenRLHF's placement groups ask for."""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+
+from .common import ENV_FORCE, PATCHES, TAG, CpuBackendError, UpstreamChanged, require
+
+ENV_RAY_GPUS = "RANK_GRPO_PLUGIN_CPU_RAY_GPUS"
+ENV_RAY_CPUS = "RANK_GRPO_PLUGIN_CPU_RAY_CPUS"
+
+
+def _flag_given(flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])
+
+
+# (option, refused when, why): every rule is checked and every problem reported at once
+RULES = (
+    ("train.colocate_all", bool, "vLLM/DeepSpeed colocation shares weights through CUDA IPC"),
+    ("vllm.enable_sleep", bool, "vLLM sleep mode needs CUDA memory pools"),
+    ("ds.enable_sleep", bool, "DeepSpeed state offload/reload targets CUDA"),
+    ("ds.packing_samples", bool, "also implied by --train.dynamic_batch_enable and --ds.ring_attn_size > 1; needs "
+                                 "flash-attn varlen CUDA kernels"),
+    ("train.async_enable", bool, "async training is not supported by the CPU backend"),
+    ("vllm.sync_with_ray", bool, "Ray collectives need NCCL/pygloo; the CPU backend syncs over gloo"),
+    ("vllm.tensor_parallel_size", lambda v: (v or 1) > 1, "> 1: one vLLM CPU worker per engine only"),
+    ("ds.tensor_parallel_size", lambda v: (v or 1) > 1, "> 1: DeepSpeed AutoTP needs CUDA"),
+    ("train.enable_ema", bool, "OpenRLHF moves EMA weights to 'cuda'"),
+)
+
+
+def check_args(args) -> None:
+    """Refuse OpenRLHF options that cannot work on CPU (all of them in one error); default the attention
+    implementation to sdpa."""
+    from rank_grpo_plugin.openrlhf.upstream import arg
+
+    problems = [f"--{name} ({why})" for name, refused, why in RULES if refused(arg(args, name))]
+    attn = arg(args, "ds.attn_implementation", "")
+    if "flash" in attn or "kernels-community" in attn:
+        if _flag_given("--ds.attn_implementation"):
+            problems.append(f"--ds.attn_implementation {attn} (CUDA kernels; use sdpa or eager)")
+        else:
+            print(f"{TAG} no CUDA: --ds.attn_implementation defaults to sdpa instead of {attn}", flush=True)
+            args.ds.attn_implementation = "sdpa"
+    if problems:
+        raise CpuBackendError(
+            f"{TAG} CUDA is not available, and these OpenRLHF options cannot run on the CPU backend:\n  - "
+            + "\n  - ".join(problems)
+            + f"\nRemove them, or run on a CUDA machine. (CPU backend: the openrlhf_cpu package; "
+            f"{ENV_FORCE}=0 turns it off.)"
+        )
+
+
+def patch_get_strategy(mod) -> None:
+    if getattr(mod.get_strategy, "_rank_grpo_cpu", False):
+        return
+    original = require(mod, "get_strategy")
+
+    def get_strategy(args):
+        # Wraps openrlhf.utils.utils.get_strategy (OpenRLHF 0.11.2): CPU option checks first.
+        check_args(args)
+        return original(args)
+
+    get_strategy._rank_grpo_cpu = True
+    get_strategy.__wrapped__ = original
+    mod.get_strategy = get_strategy
+    pkg = sys.modules.get("openrlhf.utils")
+    if pkg is not None and getattr(pkg, "get_strategy", None) is original:
+        pkg.get_strategy = get_strategy
+    PATCHES["get_strategy"] = "CPU option checks"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _ray_connects(ray, address) -> bool:
+    """Whether ray.init(address) joins an existing cluster (RAY_ADDRESS, an address, or the cluster of the last
+    `ray start` on this node) rather than starting a local one -- Ray's own resolution when available."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(address) is not None
+    except ImportError:
+        return bool(address) or bool(os.environ.get("RAY_ADDRESS"))
+    except Exception:  # noqa: BLE001 - e.g. nothing to connect to for "auto": let ray.init report it
+        return True
+
+
+def _local_cluster_resources(ray, args, kwargs):
+    """ray.init step: a new local cluster gets logical GPUs (OpenRLHF places {"GPU": 1, "CPU": 1} bundles)."""
+    if _ray_connects(ray, args[0] if args else kwargs.get("address")):
+        return args, kwargs
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not _cuda_available():
+        # e.g. set to "0" by the `deepspeed` launcher; Ray refuses more logical GPUs than listed there.
+        print(f"{TAG} no CUDA: ignoring CUDA_VISIBLE_DEVICES={visible!r} for the local Ray cluster", flush=True)
+        os.environ.pop("CUDA_VISIBLE_DEVICES")
+    kwargs = dict(kwargs)
+    if kwargs.get("num_gpus") is None:
+        kwargs["num_gpus"] = int(os.environ.get(ENV_RAY_GPUS, "8"))
+    if kwargs.get("num_cpus") is None:
+        kwargs["num_cpus"] = int(os.environ.get(ENV_RAY_CPUS, str(max(os.cpu_count() or 1, 8))))
+    return args, kwargs
+
+
+def _joined_cluster_has_gpus(ray, result, args, kwargs) -> None:
+    """ray.init step: joining a cluster without GPU resources would leave OpenRLHF's placement groups waiting."""
+    if kwargs.get("num_gpus") is None and not ray.cluster_resources().get("GPU"):
+        raise CpuBackendError(
+            f"{TAG} the Ray cluster this process joined ({ray.get_runtime_context().gcs_address}) "
+            "offers no GPU resource, so OpenRLHF's placement groups would wait forever. On CPU start it with "
+            "logical GPUs, e.g. `ray start --head --num-gpus 8 --num-cpus 8`."
+        )
+
+
+def patch_ray_init(ray) -> None:
+    """Two steps of the one ``ray.init`` wrapper (:func:`rank_grpo_plugin._hooks.on_ray_init`)."""
+    from rank_grpo_plugin._hooks import on_ray_init
+
+    init = getattr(ray, "init", None)
+    if init is None or not callable(init) or "num_gpus" not in inspect.signature(init).parameters:
+        raise UpstreamChanged(f"{TAG} ray.init has no num_gpus parameter (Ray {getattr(ray, '__version__', '?')})")
+    on_ray_init("cpu_backend", before=_local_cluster_resources, after=_joined_cluster_has_gpus)
+    PATCHES["ray.init"] = "logical GPUs for local clusters"
