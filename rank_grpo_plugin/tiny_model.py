@@ -7,8 +7,8 @@
 * model: ``Qwen2ForCausalLM`` with random weights (seeded), ~3M parameters by default, head_dim 64
   (a size vLLM's CPU attention backend supports);
 * tokenizer: byte-level BPE trained with ``tokenizers`` in about a second on movie-list text (catalog titles
-  as ``"Title (Year)"`` lines and the Reddit-v2 sample prompts/completions when ``../shared/data`` is present,
-  plus a small embedded corpus), using Qwen2's pre-tokenizer split and NFC normaliser so ``")\\n"`` and
+  as ``"Title (Year)"`` lines and the Reddit-v2 sample prompts/completions shipped in
+  :mod:`rank_grpo_plugin.resources`, plus a small embedded corpus), using Qwen2's pre-tokenizer split and NFC normaliser so ``")\\n"`` and
   ``"\\n\\n"`` merge like in the real Qwen vocabulary; ChatML chat template; EOS ``<|im_end|>``, PAD
   ``<|endoftext|>`` (distinct).
 
@@ -27,9 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-from .data import default_data_dir
+from .resources import RESOURCES
 
-__all__ = ["build_tiny_model", "default_data_dir", "CHAT_TEMPLATE", "PRETOKENIZE_REGEX"]
+__all__ = ["build_tiny_model", "CHAT_TEMPLATE", "PRETOKENIZE_REGEX"]
 
 # Qwen2's pre-tokenizer split (transformers.models.qwen2.tokenization_qwen2.PRETOKENIZE_REGEX).
 PRETOKENIZE_REGEX = (
@@ -191,7 +191,8 @@ def build_tiny_model(
     """Build (or reuse) a tiny random Qwen2 checkpoint + tokenizer in ``out_dir``; return its path as str.
 
     ``data_dir``: folder with ``reddit_v2/`` and/or ``redial/`` (``catalog.jsonl``, ``sample.jsonl``) whose text
-    trains the tokenizer; default :func:`default_data_dir` (an embedded corpus is always included).
+    trains the tokenizer; default: the package's shipped Reddit-v2 files (an embedded corpus is always included),
+    so the same build comes out of every clone.
     ``vocab_size`` is the BPE target; the model's embedding is padded to a multiple of 64.
     """
     if hidden_size % num_heads or num_heads % num_kv_heads:
@@ -200,7 +201,7 @@ def build_tiny_model(
             f"num_kv_heads ({num_kv_heads})"
         )
     out = Path(out_dir).resolve()
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    data = Path(data_dir) if data_dir is not None else RESOURCES
     files = _corpus_files(data)
     params = _params(seed, vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size,
                      max_position_embeddings, files)
