@@ -380,8 +380,8 @@ def plots(out: Path, data: Dict[str, dict], eval_steps: List[int]) -> None:
             line, = ax.plot(xs, m, label=f"{LABELS.get(name, name)} ({len(ok)} seeds)")
             ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], alpha=0.2,
                             color=line.get_color())
-    ax1.set_title("Held-out NDCG@20 (validation, sampled T=1), mean ± sd over seeds")
-    ax2.set_title("Training reward (NDCG@20 of sampled lists, 5-step moving avg), mean ± sd")
+    ax1.set_title("Held-out NDCG@20 (val, sampled T=1), mean ± sd")
+    ax2.set_title("Training reward (sampled NDCG@20, 5-step avg), mean ± sd")
     for ax in (ax1, ax2):
         ax.set_xlabel("RL step")
         ax.grid(alpha=0.3)
@@ -400,7 +400,7 @@ def plots(out: Path, data: Dict[str, dict], eval_steps: List[int]) -> None:
             band = [[sum(c["hits"][i][lo:hi]) / (hi - lo) for i in range(n)] for c in ok]
             sm = [[sum(b[max(0, i - 9):i + 1]) / len(b[max(0, i - 9):i + 1]) for i in range(n)] for b in band]
             ax.plot(ok[0]["step"][:n], mean_curve(sm), label=LABELS.get(name, name))
-        ax.set_title(f"Hit rate of ranks {lo + 1}-{hi} (training samples, 10-step moving avg, seed mean)")
+        ax.set_title(f"Hit rate of ranks {lo + 1}-{hi} (training samples, 10-step avg, seed mean)")
         ax.set_xlabel("RL step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
