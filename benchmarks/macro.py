@@ -25,7 +25,6 @@ logged for every algorithm, so per-rank curves come from the same hits for all t
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import json
 import os
@@ -310,19 +309,10 @@ def run_eval_jobs(jobfile: str) -> int:
 
 # ------------------------------------------------------------------------------------------------ report
 def parse_steps(logfile: Path) -> List[dict]:
-    steps = []
-    if not logfile.exists():
-        return steps
-    for line in logfile.open(encoding="utf-8", errors="replace"):
-        m = re.search(r"Global step (\d+): (\{.*\})\s*$", line)
-        if m:
-            try:
-                d = ast.literal_eval(m.group(2))
-            except (ValueError, SyntaxError):
-                continue
-            d["_step"] = int(m.group(1))
-            steps.append(d)
-    return steps
+    """Every logged step as a dict with its number under ``_step`` (the project's one, nan-tolerant, log parser)."""
+    from rank_grpo_plugin.openrlhf.logs import read_steps
+
+    return [dict(s, _step=s.step) for s in read_steps(logfile) if "reward" in s]
 
 
 def mean_sd(xs: List[float]) -> str:
