@@ -12,13 +12,13 @@ from setuptools.command.develop import develop as _develop
 
 # --- OpenRLHF startup hook ------------------------------------------------------------------------------------
 # A .pth file in site-packages runs in every Python process (Ray workers included) and installs a lazy import
-# hook that patches OpenRLHF only when OpenRLHF is imported (rank_grpo_plugin/openrlhf/_startup.py). It must land
+# hook that patches OpenRLHF only when OpenRLHF is imported (rank_grpo_plugin/_startup.py). It must land
 # in the site-packages root for `pip install .` (wheel: build_py copies it into build_lib), PEP 660
 # `pip install -e .` (editable wheel: build_py in editable mode writes it into the unpacked wheel) and legacy
 # `setup.py develop` editable installs (develop writes it into the install dir).
 PTH_NAME = "rank_grpo_plugin.pth"
 PTH_LINE = (
-    "import os, sys; exec(\"try:\\n import rank_grpo_plugin.openrlhf._startup as _rgp\\n _rgp.install()\\n"
+    "import os, sys; exec(\"try:\\n import rank_grpo_plugin._startup as _rgp\\n _rgp.install()\\n"
     "except ImportError:\\n pass\\n"  # package uninstalled but .pth left behind (legacy develop): stay silent
     "except Exception as _e:\\n sys.stderr.write('rank_grpo_plugin: startup hook failed: %r\\\\n' % (_e,))\") "
     "if os.environ.get('RANK_GRPO_PLUGIN_DISABLE', '0').strip().lower() in ('', '0', 'false', 'no', 'off') "
@@ -78,7 +78,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["rank_grpo_plugin", "rank_grpo_plugin.*", "openrlhf_cpu"]),
+    packages=find_packages(include=["rank_grpo_plugin", "rank_grpo_plugin.*", "openrlhf_compat", "openrlhf_cpu"]),
     # the main job's embedded data (Reddit-v2 catalog and 100 sample rows, with their attribution)
     package_data={"rank_grpo_plugin": ["resources/README.md", "resources/reddit_v2/*.jsonl"]},
     install_requires=[],

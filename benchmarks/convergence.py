@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rank_grpo_plugin.openrlhf.logs import finite, rank_series, read_steps  # noqa: E402
+from openrlhf_compat.logs import finite, rank_series, read_steps  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import free_port, machine  # noqa: E402

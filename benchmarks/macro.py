@@ -310,7 +310,7 @@ def run_eval_jobs(jobfile: str) -> int:
 # ------------------------------------------------------------------------------------------------ report
 def parse_steps(logfile: Path) -> List[dict]:
     """Every logged step as a dict with its number under ``_step`` (the project's one, nan-tolerant, log parser)."""
-    from rank_grpo_plugin.openrlhf.logs import read_steps
+    from openrlhf_compat.logs import read_steps
 
     return [dict(s, _step=s.step) for s in read_steps(logfile) if "reward" in s]
 

@@ -331,7 +331,7 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+    from rank_grpo_plugin.options import RankGRPOOptions
     from rank_grpo_plugin.openrlhf.reward import hit_keys, reward_func
     from rank_grpo_plugin.recsys.catalog import Catalog
     from rank_grpo_plugin.recsys.match import catalog_hits, catalog_hits_and_flags

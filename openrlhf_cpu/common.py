@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from rank_grpo_plugin.openrlhf.upstream import OpenRLHFChanged
+from openrlhf_compat import OpenRLHFChanged
 
 TAG = "[rank_grpo_plugin.cpu]"  # kept: logs and docs grep for it
 ENV_FORCE = "RANK_GRPO_PLUGIN_CPU"
@@ -26,7 +26,7 @@ class WeightSyncError(CpuBackendError):
 def require(module, qualname: str):
     """``module.qualname`` after the upstream fingerprint check (:func:`rank_grpo_plugin.openrlhf.upstream.verify`);
     raises :class:`UpstreamChanged`."""
-    from rank_grpo_plugin.openrlhf import upstream
+    import openrlhf_compat as upstream
 
     if not upstream.version_supported():
         raise UpstreamChanged(f"{TAG} " + upstream.unsupported_message("the CPU backend (openrlhf_cpu)")

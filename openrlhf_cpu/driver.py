@@ -34,7 +34,7 @@ RULES = (
 def check_args(args) -> None:
     """Refuse OpenRLHF options that cannot work on CPU (all of them in one error); default the attention
     implementation to sdpa."""
-    from rank_grpo_plugin.openrlhf.upstream import arg
+    from openrlhf_compat import arg
 
     problems = [f"--{name} ({why})" for name, refused, why in RULES if refused(arg(args, name))]
     attn = arg(args, "ds.attn_implementation", "")

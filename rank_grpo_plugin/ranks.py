@@ -11,11 +11,11 @@ cumulative sum, with no decoding and no Python loop over tokens.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["newline_counts", "rank_ids", "num_emitted_items"]
+__all__ = ["newline_counts", "rank_ids", "tokenizer_rank_ids", "eos_token_ids", "eos_mask", "num_emitted_items"]
 
 # tokenizer -> {(size, device): table}; the first entry, (n, "cpu"), is the decoded table itself.
 _TABLE_CACHE: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, str], torch.Tensor]]" = weakref.WeakKeyDictionary()
@@ -112,6 +112,36 @@ def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.
     nl = table[ids].masked_fill_(off, 0)  # advanced indexing returns a new tensor: in-place is safe
     before = torch.cumsum(nl, dim=1).sub_(nl)
     return before.masked_fill_(off, -1)
+
+
+def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """:func:`rank_ids` with the tokenizer's cached newline table, LongTensor[B, T] (-1 off the mask).
+
+    Token ids past the tokenizer's size (a padded embedding, or anything a rollout engine may emit) count 0
+    newlines instead of failing: the table is widened in steps of 128, so only a few sizes are ever cached.
+    """
+    m = mask.bool()
+    top = int(token_ids.masked_fill(~m, 0).max()) + 1 if token_ids.numel() else 0
+    table = newline_counts(tokenizer, device=token_ids.device)  # cached: no tokenizer call after the first
+    if table.numel() < top:
+        table = newline_counts(tokenizer, vocab_size=-(-top // 128) * 128, device=token_ids.device)
+    return rank_ids(token_ids, m, table)
+
+
+def eos_token_ids(tokenizer: Any) -> List[int]:
+    """The tokenizer's EOS id(s) as a list (empty when it has none)."""
+    ids = getattr(tokenizer, "eos_token_id", None)
+    if ids is None:
+        return []
+    return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+
+
+def eos_mask(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """BoolTensor[B, T]: masked tokens that are one of the tokenizer's EOS ids (all False when it has none)."""
+    ids = eos_token_ids(tokenizer)
+    if not ids:
+        return torch.zeros_like(mask, dtype=torch.bool)
+    return torch.isin(token_ids, torch.tensor(ids, device=token_ids.device)) & mask.bool()
 
 
 def num_emitted_items(rank: torch.Tensor, mask: torch.Tensor, eos_mask: torch.Tensor) -> torch.Tensor:

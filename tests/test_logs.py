@@ -1,7 +1,7 @@
 """The launcher-log parser (stdlib only; no OpenRLHF needed)."""
 import math
 
-from rank_grpo_plugin.openrlhf.logs import finite, parse_step_line, parse_steps, rank_series, read_steps
+from openrlhf_compat.logs import finite, parse_step_line, parse_steps, rank_series, read_steps
 
 LOG = """\
 (PPOTrainer pid=11) INFO something else {'reward': 9}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rank_grpo_plugin.openrlhf.logs import rank_series, read_steps
+from openrlhf_compat.logs import rank_series, read_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "cpu" / "main_job.sh"

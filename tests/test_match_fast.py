@@ -15,7 +15,7 @@ import unicodedata
 import pytest
 
 from rank_grpo_plugin import Catalog
-from rank_grpo_plugin.openrlhf.reward import score_completion
+from rank_grpo_plugin.scoring import score_completion
 from rank_grpo_plugin.recsys.match import catalog_hits, catalog_hits_and_flags
 from rank_grpo_plugin.recsys.parse import normalize_title, parse_key, parse_line
 

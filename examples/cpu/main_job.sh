@@ -124,7 +124,7 @@ run_followed() {  # run_followed NAME LOGFILE KIND TOTAL CMD...: output to LOGFI
     note_cmd "$@"
     if [ "$DRY_RUN" != 1 ]; then
         : > "$log"
-        if ! "$@" 2>&1 | python -m rank_grpo_plugin.openrlhf.logs follow "$log" --kind "$kind" --total "$total" \
+        if ! "$@" 2>&1 | python -m openrlhf_compat.logs follow "$log" --kind "$kind" --total "$total" \
                 --prefix "[main_job]   $name"; then
             echo "main_job.sh: $name failed; last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1
         fi
@@ -257,7 +257,7 @@ rank-grpo report "${REPORT_RUNS[@]}" --names "${REPORT_NAMES[@]}" --out "$OUT/re
 python - "$RL_LOG" "$OUT" "$EVAL_SAMPLES" <<'PY'
 """The before/after figures and the per-rank reward means of the first and last Rank-GRPO step."""
 import json, os, sys
-from rank_grpo_plugin.openrlhf.logs import rank_series, read_steps
+from openrlhf_compat.logs import rank_series, read_steps
 
 log, out, n_samples = sys.argv[1], sys.argv[2], int(sys.argv[3])
 steps = read_steps(log)

@@ -1,8 +1,7 @@
-"""The OpenRLHF adapter: the only part of rank_grpo_plugin that knows OpenRLHF (and Ray/vLLM/DeepSpeed).
+"""The OpenRLHF adapter: the only part of rank_grpo_plugin that touches OpenRLHF's internals.
 
-Nothing here is imported by ``import rank_grpo_plugin``. Activation happens through a startup hook
-(``rank_grpo_plugin.pth`` in site-packages -> :mod:`._startup`) that patches OpenRLHF lazily, in every Python
-process, when OpenRLHF's modules are imported. See :mod:`.activate` for the patch list and version guard.
-
-Importing this package is cheap: no torch, no OpenRLHF.
+Nothing here is imported by ``import rank_grpo_plugin``. The startup hook (``rank_grpo_plugin.pth`` ->
+:mod:`rank_grpo_plugin._startup`) calls :func:`.register.activate` when OpenRLHF is imported, in every process;
+:mod:`.shim` provides the extension points of ``patches/`` on a stock release, checked against
+:mod:`openrlhf_compat`. Modules: register, shim, flags, estimator, policy_loss, reward.
 """

@@ -21,9 +21,9 @@ import torch
 
 from rank_grpo_plugin.algorithm import RecipeConfig, rank_grpo_advantages
 from rank_grpo_plugin.data import parse_label
-from rank_grpo_plugin.ranks import newline_counts, rank_ids
+from rank_grpo_plugin.options import RankGRPOOptions
+from rank_grpo_plugin.ranks import eos_mask, tokenizer_rank_ids
 
-from .options import RankGRPOOptions
 from .reward import LABEL_ERROR_KEY, hit_keys
 
 RANK_INFO_PREFIX = "rank_grpo/"
@@ -36,34 +36,13 @@ def action_tokens(sequences: torch.Tensor, action_mask: torch.Tensor) -> torch.T
 
 
 def action_rank_ids(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Rank id of every action token, LongTensor[B, A] (-1 off the mask), on ``sequences``' device.
-
-    Token ids past the tokenizer's vocabulary (a padded embedding, or anything vLLM may emit) count 0 newlines
-    instead of failing.
-    """
-    tokens = action_tokens(sequences, action_mask)
-    mask = action_mask.bool()
-    used = torch.where(mask, tokens, torch.zeros_like(tokens))
-    top = int(used.max()) + 1 if used.numel() else 0
-    table = newline_counts(tokenizer, device=tokens.device)  # cached: no tokenizer call after the first
-    if table.numel() < top:
-        table = newline_counts(tokenizer, vocab_size=-(-top // 128) * 128, device=tokens.device)  # few sizes
-    return rank_ids(tokens, mask, table)
-
-
-def eos_token_ids(tokenizer) -> List[int]:
-    ids = getattr(tokenizer, "eos_token_id", None)
-    if ids is None:
-        return []
-    return [int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])]
+    """Rank id of every action token, LongTensor[B, A] (-1 off the mask), on ``sequences``' device."""
+    return tokenizer_rank_ids(action_tokens(sequences, action_mask), action_mask, tokenizer)
 
 
 def action_eos_mask(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer) -> torch.Tensor:
-    tokens = action_tokens(sequences, action_mask)
-    ids = eos_token_ids(tokenizer)
-    if not ids:
-        return torch.zeros_like(action_mask, dtype=torch.bool)
-    return torch.isin(tokens, torch.tensor(ids, device=tokens.device)) & action_mask.bool()
+    """BoolTensor[B, A]: action tokens that are EOS."""
+    return eos_mask(action_tokens(sequences, action_mask), action_mask, tokenizer)
 
 
 def _describe(experience, i: int) -> str:

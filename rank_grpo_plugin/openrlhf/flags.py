@@ -13,10 +13,9 @@ import os
 import sys
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
-from rank_grpo_plugin._hooks import on_ray_init, parse_bool
-
-from .options import DEFAULTS, OPTIONS_ENV, RankGRPOOptions
-from .upstream import UnsupportedOpenRLHF, arg, require_supported
+from openrlhf_compat import UnsupportedOpenRLHF, arg, require_supported, set_arg
+from rank_grpo_plugin._hooks import on_ray_init
+from rank_grpo_plugin.options import OPTIONS_ENV, PREFIX, RankGRPOOptions, option_flags
 
 ESTIMATOR = "rank_grpo"
 POLICY_LOSS = "rank_grpo"
@@ -27,48 +26,6 @@ REWARD_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reward.p
 
 class RankGRPOConfigError(ValueError):
     """A flag combination rank_grpo cannot run; the message names the flag and what is accepted."""
-
-
-# -------------------------------------------------------------------------------------------------- flag table
-def _flags():
-    from rank_grpo_plugin.advantages import ADVANTAGE_SCALES
-    from rank_grpo_plugin.loss import LOSS_AGGREGATIONS
-    from rank_grpo_plugin.rewards import REWARD_SCHEMES
-
-    d = DEFAULTS
-    return [
-        ("catalog", dict(type=str, default=d.catalog, metavar="PATH",
-                         help="item catalog (JSONL/JSON/CSV/TSV with title, year); enables the plugin's catalog "
-                              "reward automatically when --reward.remote_url is not given")),
-        ("num_ranks", dict(type=int, default=d.num_ranks, metavar="K",
-                           help=f"number of ranks K scored per list (default {d.num_ranks})")),
-        ("reward_scheme", dict(type=str, default=d.reward_scheme, choices=REWARD_SCHEMES.names(),
-                               help=f"per-rank reward (default {d.reward_scheme}; 'exp' needs --rank_grpo.gamma)")),
-        ("gamma", dict(type=float, default=d.gamma, metavar="G", help="discount base > 1 of the 'exp' reward scheme")),
-        ("year_tolerance", dict(type=int, default=d.year_tolerance, metavar="N",
-                                help=f"max |year difference| to a ground-truth item (default {d.year_tolerance})")),
-        ("overflow_penalty", dict(type=float, default=d.overflow_penalty, metavar="A",
-                                  help=f"advantage of tokens after the K-th item (default {d.overflow_penalty})")),
-        ("early_stop_penalty", dict(type=float, default=d.early_stop_penalty, metavar="A",
-                                    help=f"advantage of EOS after fewer than K items (default {d.early_stop_penalty})")),
-        ("eos_bonus", dict(type=float, default=d.eos_bonus, metavar="A",
-                           help=f"advantage of EOS right after exactly K items (default {d.eos_bonus})")),
-        ("adv_scale", dict(type=str, default=d.adv_scale, choices=ADVANTAGE_SCALES.names(),
-                           help=f"per-rank group normalisation (default {d.adv_scale})")),
-        ("adv_eps", dict(type=float, default=d.adv_eps, metavar="EPS", help=f"added to the group std (default {d.adv_eps})")),
-        ("loss_agg", dict(type=str, default=d.loss_agg, choices=LOSS_AGGREGATIONS.names(),
-                          help="rank_grpo loss aggregation: token_mean (global token mean, like OpenRLHF's "
-                               "token-mean) or rank_mean (mean over (sequence, rank) units)")),
-        ("per_rank_metrics", dict(type=_bool, default=d.per_rank_metrics, metavar="{true,false}",
-                                  help="log reward/advantage/hit rate per rank (default true)")),
-    ]
-
-
-def _bool(text: str) -> bool:
-    try:
-        return parse_bool(text, "--rank_grpo.per_rank_metrics")
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _action(parser: argparse.ArgumentParser, flag: str) -> Optional[argparse.Action]:
@@ -98,26 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"Used with {ESTIMATOR_FLAG} rank_grpo (default policy loss: {LOSS_FLAG} rank_grpo). Dataset labels "
         '(--data.label_key) are JSON: {"groundtruth": [["Title", 1999], ...], "seen": ["Title", ...]}.',
     )
-    for name, kw in _flags():
-        group.add_argument(f"--rank_grpo.{name}", dest=f"rank_grpo.{name}", **kw)
+    for name, kw in option_flags():
+        group.add_argument(f"--{PREFIX}.{name}", dest=f"{PREFIX}.{name}", **kw)
     parser._rank_grpo_added = True
 
 
 # ----------------------------------------------------------------------------------------------- namespace access
-def _set(ns: Any, dotted: str, value: Any) -> None:
-    if dotted in vars(ns):
-        setattr(ns, dotted, value)
-        return
-    parts = dotted.split(".")
-    node = ns
-    for part in parts[:-1]:
-        if not hasattr(node, part):
-            setattr(ns, dotted, value)  # flat namespace without this key yet
-            return
-        node = getattr(node, part)
-    setattr(node, parts[-1], value)
-
-
 def _given(argv: Sequence[str], *flags: str) -> bool:
     return any(a == f or a.startswith(f + "=") for a in argv for f in flags)
 
@@ -151,7 +94,7 @@ class Run(NamedTuple):
 
 class Rule(NamedTuple):
     applies: Callable[[Run], bool]
-    problem: Callable[[Run], Optional[str]]  # None when fine, else the message (names the flag)
+    problem: Callable[[Run], Any]  # None when fine, else the message(s) naming the flag
 
 
 def _always(run: Run) -> bool:
@@ -168,21 +111,6 @@ def _loss(run: Run) -> bool:
 
 def _if(cond: bool, message: str) -> Optional[str]:
     return message if cond else None
-
-
-def _catalog_problem(run: Run) -> Optional[str]:
-    path = run.opts.catalog
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        return f"--rank_grpo.catalog {path}: no such file"
-    from rank_grpo_plugin.recsys.catalog import Catalog, CatalogError
-
-    try:
-        Catalog.from_file(path)
-    except CatalogError as e:
-        return f"--rank_grpo.catalog: {e}"
-    return None
 
 
 def _reward_problem(run: Run) -> Optional[str]:
@@ -207,15 +135,6 @@ def _reward_problem(run: Run) -> Optional[str]:
                "catalog")
 
 
-def _gamma_problem(run: Run) -> Optional[str]:
-    o = run.opts
-    if o.reward_scheme == "exp":
-        return _if(o.gamma is None or not o.gamma > 1.0,
-                   f"--rank_grpo.reward_scheme exp needs --rank_grpo.gamma > 1, got {o.gamma}")
-    return _if(o.gamma is not None,
-               f"--rank_grpo.gamma is only used by --rank_grpo.reward_scheme exp (got scheme {o.reward_scheme})")
-
-
 def _n_samples(run: Run) -> Optional[str]:
     n = arg(run.ns, "rollout.n_samples_per_prompt", 1)
     return _if(int(n) <= 1, "rank_grpo normalises each rank within a prompt's group and requires "
@@ -223,14 +142,9 @@ def _n_samples(run: Run) -> Optional[str]:
 
 
 RULES = (
-    # the options themselves (whenever the plugin's options are in use)
-    Rule(_always, lambda r: _if(r.opts.num_ranks < 1, f"--rank_grpo.num_ranks must be >= 1, got {r.opts.num_ranks}")),
-    Rule(_always, _gamma_problem),
-    Rule(_always, lambda r: _if(r.opts.year_tolerance < 0,
-                                f"--rank_grpo.year_tolerance must be >= 0, got {r.opts.year_tolerance}")),
-    Rule(_always, lambda r: _if(not r.opts.adv_eps > 0, f"--rank_grpo.adv_eps must be > 0, got {r.opts.adv_eps}")),
+    # the options themselves (whenever the plugin's options are in use), then the reward they configure
+    Rule(_always, lambda r: r.opts.problems()),
     Rule(_always, _reward_problem),
-    Rule(_always, _catalog_problem),
     # the rank_grpo estimator
     Rule(lambda r: r.loss and not r.estimator, lambda r: (
         f"{LOSS_FLAG} rank_grpo needs {ESTIMATOR_FLAG} rank_grpo (it reads per-rank advantages); got "
@@ -267,8 +181,13 @@ RULES = (
 
 
 def problems(run: Run) -> List[str]:
-    """Every rule's problem with this run, in table order."""
-    return [msg for rule in RULES if rule.applies(run) for msg in [rule.problem(run)] if msg]
+    """Every rule's problem with this run, in table order (a rule gives None, one message or a list)."""
+    found: List[str] = []
+    for rule in RULES:
+        if rule.applies(run):
+            msg = rule.problem(run)
+            found += [msg] if isinstance(msg, str) else list(msg or [])
+    return found
 
 
 def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPOOptions]:
@@ -294,16 +213,16 @@ def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPO
 
     # complete the namespace: the loss default, the reward, the catalog's absolute path, the clip range
     if default_loss:
-        _set(ns, "actor.policy_loss_type", POLICY_LOSS)
+        set_arg(ns, "actor.policy_loss_type", POLICY_LOSS)
     if not run.plugin_reward and not arg(ns, "reward.remote_url"):
-        _set(ns, "reward.remote_url", REWARD_FILE)
+        set_arg(ns, "reward.remote_url", REWARD_FILE)
     opts = run.opts
     if opts.catalog:  # the rollout actors run elsewhere
         opts = RankGRPOOptions(**{**opts.__dict__, "catalog": os.path.abspath(opts.catalog)})
-        _set(ns, "rank_grpo.catalog", opts.catalog)
+        set_arg(ns, "rank_grpo.catalog", opts.catalog)
     if run.loss and not _given(argv, "--actor.eps_clip", "--actor.eps_clip_low_high") and \
             arg(ns, "actor.eps_clip_low_high") is None:
-        _set(ns, "actor.eps_clip_low_high", _core_eps())
+        set_arg(ns, "actor.eps_clip_low_high", _core_eps())
     propagate_options(opts)
     print(f"[rank_grpo_plugin] Rank-GRPO active: K={opts.num_ranks}, reward={opts.reward_scheme}, "
           f"policy loss={arg(ns, 'actor.policy_loss_type')}, catalog={opts.catalog}", file=sys.stderr)

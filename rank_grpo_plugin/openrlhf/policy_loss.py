@@ -23,7 +23,7 @@ import torch.nn as nn
 from rank_grpo_plugin.loss import rank_policy_loss
 
 from .estimator import RANK_IDS_KEY, action_rank_ids
-from .options import RankGRPOOptions
+from rank_grpo_plugin.options import RankGRPOOptions
 
 METRIC_PREFIX = "rank_grpo/"
 

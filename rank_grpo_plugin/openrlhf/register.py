@@ -2,18 +2,18 @@
 points -- ``openrlhf.utils.extensions`` when OpenRLHF ships it (``patches/``), else the same points provided by
 :mod:`.shim` -- with the same calls either way.
 
-:func:`activate` runs when ``openrlhf`` is first imported (the startup hook, :mod:`._startup`);
+:func:`activate` runs when ``openrlhf`` is first imported (the startup hook, :mod:`rank_grpo_plugin._startup`);
 :func:`register_extensions` is also the ``openrlhf.plugins`` entry point the upstream registry calls.
 """
 from __future__ import annotations
 
 import os
 import threading
-from . import upstream
+
+import openrlhf_compat as upstream
 from rank_grpo_plugin._hooks import disabled, finder_installed, when_imported
 
-ESTIMATOR = "rank_grpo"
-POLICY_LOSS = "rank_grpo"
+from .flags import ESTIMATOR, POLICY_LOSS
 
 _LOCK = threading.Lock()
 _REGISTERED: dict = {}  # "upstream" | "shim" -> module registered into

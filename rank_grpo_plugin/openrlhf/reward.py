@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from typing import Any, Dict, List, Sequence
+from typing import Any, List, Sequence
 
-from rank_grpo_plugin.data import LabelError, parse_label  # noqa: F401  (the one row schema decodes labels)
+from rank_grpo_plugin.data import LabelError
+from rank_grpo_plugin.scoring import load_catalog, score_completion
 
 logger = logging.getLogger("rank_grpo_plugin.reward")
 
@@ -67,45 +67,6 @@ def completion_text(query: str, prompt: str) -> str:
     return _TRAILING_SPECIALS.sub("", text)
 
 
-_CATALOGS: Dict[str, Any] = {}
-_CATALOG_LOCK = threading.Lock()
-
-
-def load_catalog(path: str):
-    """Catalog for ``path``, loaded once per process (reward functions run in threads)."""
-    with _CATALOG_LOCK:
-        cat = _CATALOGS.get(path)
-        if cat is None:
-            from rank_grpo_plugin.recsys.catalog import Catalog
-
-            cat = _CATALOGS[path] = Catalog.from_file(path)
-        return cat
-
-
-def score_completion(completion: str, label: Any, catalog, num_ranks: int, year_tolerance: int,
-                     where: str = "sample") -> Dict[str, Any]:
-    """Per-rank hits, NDCG@K and in-catalog rate of one completion. Raises :class:`LabelError` only."""
-    from rank_grpo_plugin.recsys.match import catalog_hits_and_flags
-    from rank_grpo_plugin.recsys.metrics import ndcg_at_k
-
-    groundtruth, seen = parse_label(label, where)
-    try:  # one pass over the lines: hits and per-line in-catalog flags together
-        hits, flags = catalog_hits_and_flags(completion, groundtruth, seen, catalog, k=num_ranks,
-                                             year_tolerance=year_tolerance)
-        in_cat = sum(flags)
-    except LabelError:
-        raise
-    except Exception as e:  # model output must never crash training
-        logger.warning("rank_grpo reward: %s: unexpected error on model output, scored 0: %r", where, e)
-        hits, in_cat = [0] * num_ranks, 0
-    hits = [int(bool(h)) for h in hits][:num_ranks] + [0] * max(0, num_ranks - len(hits))
-    return {
-        "hits": hits,
-        "ndcg": float(ndcg_at_k(hits, len(groundtruth), num_ranks)),
-        "in_catalog_rate": in_cat / float(num_ranks),
-    }
-
-
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[Any], options=None) -> dict:
     """OpenRLHF reward-function contract: ``{"rewards": Tensor[n], "scores": Tensor[n], "extra_logs": {...}}``.
 
@@ -113,7 +74,7 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     """
     import torch
 
-    from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+    from rank_grpo_plugin.options import RankGRPOOptions
 
     opts = options if options is not None else RankGRPOOptions.from_env()
     if not opts.catalog:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from rank_grpo_plugin._registry import Registry
 
-from . import upstream
+import openrlhf_compat as upstream
 from rank_grpo_plugin._hooks import when_imported
 
 ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator")
@@ -122,17 +122,8 @@ def is_openrlhf_ppo_parser(parser: argparse.ArgumentParser) -> bool:
 
 def parser_problem(parser: argparse.ArgumentParser) -> Optional[str]:
     """None when the parser is the supported release's, else why not."""
-    rel = upstream.release()
-    if rel is None:
-        return upstream.unsupported_message("rank_grpo_plugin: --algo.advantage.estimator/--actor.policy_loss_type "
-                                            "rank_grpo")
     ours = set(ADVANTAGE_ESTIMATORS.names()) | set(POLICY_LOSSES.names())
-    for flag, expected in rel.choices.items():
-        got = [c for c in (parser._option_string_actions[flag].choices or []) if c not in ours]
-        if tuple(got) != tuple(expected):
-            return (f"rank_grpo_plugin: OpenRLHF's train_ppo_ray parser changed ({flag} choices {got}; expected "
-                    f"{list(expected)} as in OpenRLHF {rel.version}); refusing to patch it")
-    return None
+    return upstream.choices_problem(lambda flag: parser._option_string_actions[flag].choices, ours)
 
 
 def _mentions_ours(argv: List[str]) -> bool:

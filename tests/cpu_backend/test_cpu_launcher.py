@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rank_grpo_plugin.openrlhf.logs import parse_steps
+from openrlhf_compat.logs import parse_steps
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend tests; CUDA machines use the GPU path")
 

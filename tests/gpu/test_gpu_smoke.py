@@ -38,7 +38,7 @@ def _prompts(path: Path, n: int = 4) -> None:
 
 def _global_steps(log: str):
     """[(step, {key: float})] through the plugin's one launcher-log parser (nan/inf kept)."""
-    from rank_grpo_plugin.openrlhf.logs import parse_steps
+    from openrlhf_compat.logs import parse_steps
 
     return [(s.step, dict(s)) for s in parse_steps(log)]
 

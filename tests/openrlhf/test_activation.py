@@ -41,7 +41,7 @@ def test_pth_file_is_installed_in_site_packages():
     pth = purelib / "rank_grpo_plugin.pth"
     assert pth.exists(), f"{pth} missing: reinstall the plugin (pip install -e .)"
     text = pth.read_text()
-    assert text.startswith("import ") and "rank_grpo_plugin.openrlhf._startup" in text
+    assert text.startswith("import ") and "rank_grpo_plugin._startup" in text
     assert "RANK_GRPO_PLUGIN_DISABLE" in text
 
 
@@ -51,7 +51,7 @@ def test_importing_the_package_is_cheap_and_lazy():
         "assert any(getattr(f, '_rank_grpo_finder', False) for f in sys.meta_path), 'startup hook not installed'\n"
         "heavy = [m for m in ('torch', 'openrlhf', 'ray', 'vllm', 'deepspeed') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
-        "import rank_grpo_plugin, rank_grpo_plugin.openrlhf, rank_grpo_plugin.openrlhf._startup\n"
+        "import rank_grpo_plugin, rank_grpo_plugin.openrlhf, rank_grpo_plugin._startup\n"
         "heavy = [m for m in ('torch', 'openrlhf', 'ray', 'vllm', 'deepspeed') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "print('OK')\n"
@@ -78,7 +78,7 @@ def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
     import ray
 
     from rank_grpo_plugin.openrlhf.flags import propagate_options
-    from rank_grpo_plugin.openrlhf.options import OPTIONS_ENV, RankGRPOOptions
+    from rank_grpo_plugin.options import OPTIONS_ENV, RankGRPOOptions
 
     # what the launcher does after validating the flags; the options must reach workers through ray.init's
     # runtime_env (as with `ray job submit`), not through this process's environment
@@ -97,7 +97,7 @@ def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
                 import openrlhf.trainer.ray.ppo_actor  # noqa: F401
 
                 from rank_grpo_plugin.openrlhf.register import activation_report
-                from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+                from rank_grpo_plugin.options import RankGRPOOptions
 
                 rep = activation_report()
                 rep["num_ranks"] = RankGRPOOptions.from_env().num_ranks
@@ -125,7 +125,8 @@ def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
 def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch):
     import types
 
-    from rank_grpo_plugin.openrlhf import register, shim, upstream
+    import openrlhf_compat as upstream
+    from rank_grpo_plugin.openrlhf import register, shim
 
     register.register_extensions(shim)
     mod = types.ModuleType("fake_openrlhf_mod")
@@ -152,7 +153,7 @@ def test_fingerprints_match_installed_openrlhf():
     """Every function of the release table (adapter and CPU backend), read from the installed OpenRLHF."""
     import importlib
 
-    from rank_grpo_plugin.openrlhf import upstream
+    import openrlhf_compat as upstream
 
     table = upstream.RELEASES[upstream.openrlhf_version()].sources
     assert len(table) == 11
@@ -196,4 +197,4 @@ def test_wheel_and_editable_wheel_carry_the_pth(tmp_path):
         with zipfile.ZipFile(out / names[kind]) as zf:
             members = zf.namelist()
             assert "rank_grpo_plugin.pth" in members, (kind, members[:20])
-            assert "rank_grpo_plugin.openrlhf._startup" in zf.read("rank_grpo_plugin.pth").decode()
+            assert "rank_grpo_plugin._startup" in zf.read("rank_grpo_plugin.pth").decode()

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from rank_grpo_plugin.openrlhf import flags as plugin_cli, upstream
-from rank_grpo_plugin.openrlhf.options import OPTIONS_ENV, RankGRPOOptions
+import openrlhf_compat as upstream
+from rank_grpo_plugin.openrlhf import flags as plugin_cli
+from rank_grpo_plugin.options import OPTIONS_ENV, RankGRPOOptions
 
 
 def _rank(helpers, catalog_path, *extra, estimator_flag="--algo.advantage.estimator"):

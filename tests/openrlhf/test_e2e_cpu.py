@@ -47,7 +47,7 @@ def test_train_ppo_ray_one_step_rank_grpo(tmp_path, tiny_model_dir, sample_rows,
     assert res.returncode == 0, log[-8000:]
     assert "[rank_grpo_plugin] Rank-GRPO active: K=10" in log
     assert "Loading custom `reward_func" in log and "rank_grpo_plugin/openrlhf/reward.py" in log
-    from rank_grpo_plugin.openrlhf.logs import parse_steps, rank_series
+    from openrlhf_compat.logs import parse_steps, rank_series
 
     steps = parse_steps(log)
     assert steps and steps[0].step == 1, log[-5000:]

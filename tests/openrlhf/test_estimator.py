@@ -49,7 +49,7 @@ def args(helpers, catalog_path, monkeypatch):
 
 @pytest.fixture
 def rollout(args, tokenizer, helpers):
-    from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+    from rank_grpo_plugin.options import RankGRPOOptions
 
     opts = RankGRPOOptions.from_args(args)
     eos = [True] * len(COMPLETIONS)
@@ -178,7 +178,7 @@ def test_incomplete_groups_are_refused(args, tokenizer, helpers, rollout):
 
 
 def test_malformed_label_names_the_sample(args, tokenizer, helpers):
-    from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+    from rank_grpo_plugin.options import RankGRPOOptions
     from rank_grpo_plugin.openrlhf.reward import LabelError
 
     labels = list(LABELS)

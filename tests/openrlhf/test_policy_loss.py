@@ -95,7 +95,7 @@ def test_actor_training_step_moves_positive_ranks_up(helpers, catalog_path, tiny
                                                      process_group, monkeypatch, kl_loss):
     from rank_grpo_plugin.openrlhf.estimator import action_rank_ids
     from rank_grpo_plugin.openrlhf.policy_loss import RankGRPOPolicyLoss
-    from rank_grpo_plugin.openrlhf.options import RankGRPOOptions
+    from rank_grpo_plugin.options import RankGRPOOptions
 
     monkeypatch.delenv("RANK_GRPO_PLUGIN_OPTIONS", raising=False)
     extra = ["--algo.kl.use_loss", "--algo.kl.estimator", "k3", "--algo.kl.init_coef", "0.01"] if kl_loss else \

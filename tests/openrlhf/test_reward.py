@@ -8,16 +8,10 @@ import re
 import pytest
 import torch
 
+from rank_grpo_plugin.data import LabelError, parse_label
 from rank_grpo_plugin.openrlhf import flags as plugin_cli
-from rank_grpo_plugin.openrlhf.options import OPTIONS_ENV, RankGRPOOptions
-from rank_grpo_plugin.openrlhf.reward import (
-    IN_CATALOG_KEY,
-    LABEL_ERROR_KEY,
-    LabelError,
-    completion_text,
-    hit_keys,
-    parse_label,
-)
+from rank_grpo_plugin.openrlhf.reward import IN_CATALOG_KEY, LABEL_ERROR_KEY, completion_text, hit_keys
+from rank_grpo_plugin.options import OPTIONS_ENV, RankGRPOOptions
 
 
 def _label(row):

@@ -1,10 +1,14 @@
-"""Upstream compatibility: which OpenRLHF releases the plugin (adapter and CPU backend) was written against.
+"""openrlhf_compat: which OpenRLHF releases the Rank-GRPO adapter (``rank_grpo_plugin.openrlhf``) and the CPU
+backend (``openrlhf_cpu``) were written against, shared by both (neither imports the other).
 
-The one table to edit when a release is added (:data:`RELEASES`): per release, the fingerprint of every OpenRLHF
-function that is patched or relied on, and the launcher's ``choices`` that the flags extension checks. One
-fingerprint style: sha256 of the definition's source text (``ast.get_source_segment``) read from the module's
-*file*, so wrappers installed at runtime (ours, Ray's actor classes) do not change it. :func:`verify` is the one
-check; :class:`UnsupportedOpenRLHF` / :class:`OpenRLHFChanged` are the errors.
+* :mod:`.releases` -- the one table to edit when a release is added (:data:`RELEASES`);
+* :func:`fingerprint` -- the one fingerprint style: sha256 of a definition's source text
+  (``ast.get_source_segment``) read from the module's *file*, so wrappers installed at runtime (ours, Ray's actor
+  classes) do not change it; :func:`verify` / :func:`require` the one check; :class:`UnsupportedOpenRLHF` /
+  :class:`OpenRLHFChanged` the errors;
+* :func:`arg` -- OpenRLHF's args, hierarchical or flat; :func:`has_registry` -- whether OpenRLHF ships the
+  extension registry of ``patches/``;
+* :mod:`.logs` -- the one parser of the launcher's log lines.
 
 Standard library only; never imports OpenRLHF (it runs inside import hooks).
 """
@@ -15,65 +19,18 @@ import hashlib
 import inspect
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Optional
+
+from .releases import RELEASES, SUPPORTED_OPENRLHF_VERSIONS, Release
 
 __all__ = [
     "RELEASES", "SUPPORTED_OPENRLHF_VERSIONS", "Release", "UpstreamError", "UnsupportedOpenRLHF",
     "OpenRLHFChanged", "openrlhf_version", "version_supported", "unsupported_message", "release",
-    "fingerprint", "verify", "require", "has_registry", "arg", "REGISTRY_MODULE",
+    "fingerprint", "verify", "require", "choices_problem", "require_supported", "has_registry", "arg", "set_arg", "REGISTRY_MODULE",
 ]
 
 REGISTRY_MODULE = "openrlhf.utils.extensions"  # the extension registry added by patches/0001-*
 
-
-@dataclass(frozen=True)
-class Release:
-    version: str
-    sources: Mapping[str, str]  # "module:qualname" -> sha256 of its source text in this release
-    choices: Mapping[str, Tuple[str, ...]]  # train_ppo_ray flag -> its choices in this release (before ours)
-
-
-_EM = "openrlhf.trainer.ppo_utils.experience_maker"
-_PA = "openrlhf.trainer.ray.ppo_actor"
-_WW = "openrlhf.trainer.ray.vllm_worker_wrap"
-
-RELEASES: Dict[str, Release] = {
-    "0.11.2": Release(
-        version="0.11.2",
-        sources={
-            # Rank-GRPO adapter (shim.py), only without the registry of patches/
-            f"{_EM}:RemoteExperienceMaker.compute_advantages_and_returns":
-                "edee114b74af1e792960f911d528043b286ff660ba28df78073a7300d1385c25",
-            f"{_PA}:ActorPPOTrainer.__init__": "7a01d56d774f90820f3dc589948ca58473394b8373151d8bf3aa9f7791b74bb9",
-            f"{_PA}:ActorPPOTrainer.training_step":
-                "2ade5cf8894c07cc27adce23d61f517d252e79f706a2d1472e152dded60130f1",
-            # CPU backend (openrlhf_cpu)
-            "openrlhf.trainer.ppo_utils.replay_buffer:NaiveReplayBuffer.__init__":
-                "7cad124520cf78705ea8b8178256a68d5097036914ece2a44fb7a97060fe5f7b",
-            "openrlhf.utils.distributed_util:stateless_init_process_group":
-                "0f4de7e6719a99226fee197e96b7aef206eeafd5ebf617bce825fca70ad54ea7",
-            f"{_PA}:ActorPPOTrainer.broadcast_to_vllm":
-                "82f48dd34edc7fc2046de5e3d418b9af8b9ddb428cdfd7419ca528bb100783f5",
-            f"{_PA}:ActorPPOTrainer._init_vllm_sync_group":
-                "6ad3bfaadc9fe3f708d6b8264fd1cc7f2351e7fe13e7e3c6c5d97e0548b9feca",
-            f"{_WW}:WorkerWrap.update_weight":
-                "11ab5bd0006d9e7ed3ab5f5f155d232406cf3657804faead3e83e9f1b874a34f",
-            f"{_WW}:WorkerWrap.init_process_group":
-                "7de4bb7cd9164f760f78e8ad99d12e452290acd1ab0392b600c36347b4677f12",
-            "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.update_weight":
-                "f45884e1ca34de05723292b7458939120111cfaa56f7f4594ab2c069a44f1cca",
-            "openrlhf.utils.utils:get_strategy":
-                "be0c2a9f22b91fa67118fcde01f4c416c76343f0888626bea4c0963196312b60",
-        },
-        choices={
-            "--algo.advantage.estimator": ("gae", "reinforce", "rloo", "reinforce_baseline", "group_norm", "dr_grpo",
-                                           "flash_reinforce"),
-            "--actor.policy_loss_type": ("ppo", "gspo"),
-        },
-    ),
-}
-SUPPORTED_OPENRLHF_VERSIONS: Tuple[str, ...] = tuple(RELEASES)
 
 
 class UpstreamError(RuntimeError):
@@ -144,7 +101,7 @@ def verify(module, qualname: str) -> Optional[str]:
     key = f"{module.__name__}:{qualname}"
     expected = rel.sources.get(key)
     if expected is None:
-        return f"{key} has no fingerprint for OpenRLHF {rel.version} in rank_grpo_plugin/openrlhf/upstream.py"
+        return f"{key} has no fingerprint for OpenRLHF {rel.version} in openrlhf_compat/releases.py"
     got = fingerprint(module, qualname)
     if got is None:
         return f"{key} not found in {getattr(module, '__file__', module.__name__)}"
@@ -164,6 +121,21 @@ def require(module, qualname: str, error=OpenRLHFChanged, hint: str = ""):
     for part in qualname.split("."):
         obj = getattr(getattr(obj, "__ray_actual_class__", obj), part)  # Ray actor classes wrap the class
     return obj
+
+
+def choices_problem(choices_of, ours=(), what: str = "rank_grpo_plugin: --algo.advantage.estimator/"
+                    "--actor.policy_loss_type rank_grpo") -> Optional[str]:
+    """None when the launcher's ``choices`` (``choices_of(flag)``, without the names in ``ours``) are the ones the
+    installed release declares in :data:`RELEASES`, else what differs (one message)."""
+    rel = release()
+    if rel is None:
+        return unsupported_message(what)
+    for flag, expected in rel.choices.items():
+        got = [c for c in (choices_of(flag) or []) if c not in ours]
+        if tuple(got) != tuple(expected):
+            return (f"rank_grpo_plugin: OpenRLHF's train_ppo_ray parser changed ({flag} choices {got}; expected "
+                    f"{list(expected)} as in OpenRLHF {rel.version}); refusing to patch it")
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------ registry
@@ -208,6 +180,21 @@ def arg(ns: Any, dotted: str, default: Any = None) -> Any:
             if value is _MISSING:
                 return default
     return default if value is None else value
+
+
+def set_arg(ns: Any, dotted: str, value: Any) -> None:
+    """Set ``ns.a.b`` (hierarchical) or attribute ``"a.b"`` (flat, or a key the namespace does not have yet)."""
+    if dotted in vars(ns):
+        setattr(ns, dotted, value)
+        return
+    parts = dotted.split(".")
+    node = ns
+    for part in parts[:-1]:
+        if not hasattr(node, part):
+            setattr(ns, dotted, value)  # flat namespace without this key yet
+            return
+        node = getattr(node, part)
+    setattr(node, parts[-1], value)
 
 
 def require_supported(what: str = "rank_grpo_plugin: --algo.advantage.estimator/--actor.policy_loss_type rank_grpo"):

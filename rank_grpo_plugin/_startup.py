@@ -3,8 +3,9 @@ driver, Ray workers, vLLM engines, DeepSpeed launcher children).
 
 Kept tiny on purpose: :func:`install` imports only the standard-library :mod:`rank_grpo_plugin._hooks` and registers one import
 hook on ``openrlhf``. When OpenRLHF is imported, it switches on the CPU backend (the separate ``openrlhf_cpu``
-package, only when CUDA is absent or ``RANK_GRPO_PLUGIN_CPU=1``) and the Rank-GRPO adapter (:mod:`.register`).
-This module is the one place that wires the two; the adapter's modules never import the CPU backend. Every
+package, only when CUDA is absent or ``RANK_GRPO_PLUGIN_CPU=1``) and the Rank-GRPO adapter
+(:mod:`rank_grpo_plugin.openrlhf.register`). This module is the one place that wires the two; neither imports the
+other. Every
 failure at start-up is swallowed with a one-line warning so that a broken plugin never stops an unrelated Python
 program from starting. Opt out with ``RANK_GRPO_PLUGIN_DISABLE=1``.
 """
@@ -18,7 +19,7 @@ def _on_openrlhf(module) -> None:
         import openrlhf_cpu
 
         openrlhf_cpu.install()  # no-op when CUDA is available (or RANK_GRPO_PLUGIN_CPU=0)
-    from .register import activate
+    from .openrlhf.register import activate
 
     activate(module)
 

@@ -161,11 +161,11 @@ def follow(stream, log_path: Union[str, Path], kind: str, prefix: str, total: Op
 
 
 def main(argv=None) -> int:
-    """``python -m rank_grpo_plugin.openrlhf.logs follow LOG --kind rl|sft [--total N] [--prefix P]`` (stdin)."""
+    """``python -m openrlhf_compat.logs follow LOG --kind rl|sft [--total N] [--prefix P]`` (stdin)."""
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m rank_grpo_plugin.openrlhf.logs", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m openrlhf_compat.logs", description=main.__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("follow", help="tee stdin to LOG and print one line per step")
     f.add_argument("log")
