@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional, TypeVar
 
-from ..data import default_data_dir  # noqa: F401  (re-exported for the subcommands)
 from ..recsys.catalog import Catalog, CatalogError
 
 T = TypeVar("T")

@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .common import CliError, default_data_dir, load_catalog, progress
+from ..data import default_data_dir
+from .common import CliError, load_catalog, progress
 
 DEFAULT_LIMIT = 100  # rows of the ReDial test split in the no-argument demo
 

@@ -95,7 +95,7 @@ def comparison_markdown(runs: Sequence[Dict], names: Sequence[str]) -> str:
              "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r, name in zip(runs, names):
-        s, m = r["summary"], r["summary"]["metrics"]
+        s = r["summary"]
         cells = [name, str(s["rows"])] + [_cell(r, f"paper/recall@{k}") for k in ks] + \
             [_cell(r, f"paper/ndcg@{k}") for k in ks] + [_cell(r, f"rank/ndcg@{ks[-1]}"),
                                                           f"{s['in_catalog_rate']:.3f}", f"{s['format_rate']:.3f}",

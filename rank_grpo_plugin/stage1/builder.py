@@ -408,7 +408,7 @@ _STEP_LABELS = [
 
 def format_report(report: Dict[str, Any]) -> str:
     k = report["config"]["k"]
-    lines = [f"# Stage-1 behaviour-cloning data report", "",
+    lines = ["# Stage-1 behaviour-cloning data report", "",
              f"{report['rows']} rows ({report['conversations']} distinct prompts), catalog of "
              f"{report['catalog']['items']} items ({report['catalog']['writable']} writable).", "",
              f"| step | Recall@{k} | NDCG@{k} | in-catalog lines |", "|---|---|---|---|"]
