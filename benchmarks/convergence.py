@@ -235,6 +235,8 @@ def curves(run_dir: Path, step0: Optional[float] = None) -> dict:
         "clip_low": [s.get("rank_grpo/clip_frac_low", s.get("clip_ratio", float("nan"))) for s in train],
         "clip_high": [s.get("rank_grpo/clip_frac_high", float("nan")) for s in train],
         "kl": [s.get("kl", float("nan")) for s in train],
+        "items": [s.get("rank_grpo/items_emitted", float("nan")) for s in train],
+        "response_length": [s.get("response_length", float("nan")) for s in train],
         "eval_step": e0[0] + [s.step for s in evals],
         "eval_ndcg": e0[1] + [s["eval_default_pass1"] for s in evals],
     }
@@ -317,6 +319,27 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
         print(f"| {LABELS.get(name, name)} | {len(ok)}/{len(runs)} | {fmt(finals[name]['ndcg_sampled'])} | "
               f"{fmt(finals[name]['recall_sampled'])} | {fmt(finals[name]['ndcg_greedy'])} | "
               f"{fmt(finals[name]['recall_greedy'])} | {fmt(last5)} | {fmt(col('greedy', 'duplicate_rate'))} |")
+
+    print("\n## List length in the training rollouts: mean response tokens (and items per list, Rank-GRPO runs "
+          "only) over steps 1-10 / 21-30 / 51-60, mean ± sd over seeds; min items per list over the run per seed\n")
+    print("| config | runs | tokens 1-10 | tokens 21-30 | tokens 51-60 | items 1-10 | items 21-30 | items 51-60 | "
+          "min items (step), per seed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, runs in data.items():
+        ok = {sd: r for sd, r in runs.items() if r["status"] == "done"}
+        def window(key, lo, hi):
+            return [mean_sd([v for st, v in zip(r["curves"]["step"], r["curves"][key]) if lo <= st <= hi])[0]
+                    for r in ok.values() if r["curves"].get(key)]
+        mins = []
+        for sd, r in sorted(ok.items()):
+            pts = [(v, st) for st, v in zip(r["curves"]["step"], r["curves"].get("items", [])) if math.isfinite(v)]
+            if pts:
+                v, st = min(pts)
+                mins.append(f"s{sd}: {v:.1f} ({st})")
+        print(f"| {LABELS.get(name, name)} | {len(ok)}/{len(runs)} | "
+              + " | ".join(fmt(window(k, lo, hi)) for k in ("response_length", "items")
+                           for lo, hi in ((1, 10), (21, 30), (51, 60)))
+              + f" | {'; '.join(mins) or 'n/a'} |")
 
     failed = [(n, s_, f) for n, runs in data.items() for s_, r in runs.items()
               for f in r["failed_attempts"] + ([r["meta"]] if r["status"] == "failed" else [])]
