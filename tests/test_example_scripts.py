@@ -256,7 +256,7 @@ def test_cpu_main_job_commands(parsed):
     assert rl["actor.model_name_or_path"] == sft["ckpt.output_dir"]
     assert rl["rollout.n_samples_per_prompt"] > 1
     steps = rl["train.num_episodes"] * rl["data.max_samples"] // rl["rollout.batch_size"]
-    assert steps == 60  # the synth task's default
+    assert steps == 30  # the synth task's default
     # the default task is generated inside the run directory, nothing is read from outside the repository
     assert rl["rank_grpo.catalog"].endswith("main_job/task/catalog.jsonl")
     assert rl["data.prompt_dataset"].endswith("main_job/data/rl.jsonl")

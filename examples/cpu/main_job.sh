@@ -21,14 +21,15 @@
 # Options (all optional):
 #   --task synth|reddit        data (default synth)
 #   --model tiny|smollm2|DIR   policy to start from (default tiny)
-#   --steps N                  Rank-GRPO steps (default 60 for synth, 8 for reddit)
+#   --steps N                  Rank-GRPO steps (default 30 for synth, 8 for reddit)
 #   --sft-epochs N             SFT epochs (default: 5 for tiny on synth, 8 for tiny on reddit, 1 otherwise; 0 skips)
 #   --eval-limit N             evaluate on the first N rows only (default: all test rows)
 #   --eval-samples N           sampled lists per conversation in the sampled evaluation (default 4; 0 skips it)
 #   --out DIR                  output folder (default runs/main_job, gitignored)
 #   --dry-run                  print the commands (shell-quoted, one per line, prefixed "+ ") without running them
 #                              (the synth task is still generated: < 1 s, and the commands then name real files)
-# Environment: SYNTH_ARGS (extra rank-grpo synth flags, e.g. "--seed 3 --groups 6"), SFT_LR, RL_LR, ROLLOUT_BATCH,
+# Environment: SYNTH_ARGS (extra rank-grpo synth flags, e.g. "--seed 3 --groups 6"), SFT_LR, RL_LR, KL_COEF (k3 KL
+# to the SFT reference as a loss, default 1e-3 as in the paper; 0 = none), ROLLOUT_BATCH,
 # N_SAMPLES, EVAL_BACKEND (greedy evaluation: hf|vllm|auto, default hf), EVAL_SAMPLED_BACKEND (sampled evaluation,
 # default vllm), RANK_GRPO_PLUGIN_CPU (see examples/cpu/README.md).
 # Extra flags after "--" go to train_ppo_ray, e.g. `bash examples/cpu/main_job.sh -- --rank_grpo.reward_scheme log`.
@@ -63,7 +64,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$TASK" in synth|reddit) ;; *) echo "main_job.sh: --task must be synth or reddit, got '$TASK'" >&2; exit 2 ;; esac
-case "$STEPS" in '') STEPS=$([ "$TASK" = synth ] && echo 60 || echo 8) ;; esac
+case "$STEPS" in '') STEPS=$([ "$TASK" = synth ] && echo 30 || echo 8) ;; esac
 case "$STEPS" in *[!0-9]*|0) echo "main_job.sh: --steps must be a positive integer, got '$STEPS'" >&2; exit 2 ;; esac
 if [ -n "$SFT_EPOCHS" ]; then
     case "$SFT_EPOCHS" in *[!0-9]*) echo "main_job.sh: --sft-epochs must be an integer >= 0, got '$SFT_EPOCHS'" >&2; exit 2 ;; esac
@@ -89,6 +90,7 @@ case "$MODEL_SPEC" in
     *)    SFT_EPOCHS="${SFT_EPOCHS:-1}"; SFT_LR="${SFT_LR:-5e-5}"; RL_LR="${RL_LR:-1e-6}" ;;
 esac
 ROLLOUT_BATCH="${ROLLOUT_BATCH:-4}"   # prompts per step
+KL_COEF="${KL_COEF:-1e-3}"            # the paper's k3 KL to the SFT reference, as a loss (0: none, no reference model)
 N_SAMPLES="${N_SAMPLES:-8}"           # G, samples per prompt
 if [ "$TASK" = synth ]; then
     SFT_BATCH=8; SFT_MICRO=8; SFT_MAX_LEN=512; MAX_NEW_TOKENS=200; PROMPT_MAX_LEN=512
@@ -205,7 +207,8 @@ RL_LOG="$RL_DIR/train.log"
 say "(d) Rank-GRPO: $STEPS steps x $ROLLOUT_BATCH prompts x $N_SAMPLES samples, lr $RL_LR (log: $RL_LOG; ~45 s launcher start-up)"
 RL_CMD=(python -m openrlhf.cli.train_ppo_ray
     --actor.model_name_or_path "$SFT_DIR" --actor.num_nodes 1 --actor.num_gpus_per_node 1
-    --ref.num_nodes 1 --ref.num_gpus_per_node 1 --algo.kl.init_coef 0
+    --ref.num_nodes 1 --ref.num_gpus_per_node 1
+    --algo.kl.use_loss --algo.kl.estimator k3 --algo.kl.init_coef "$KL_COEF"
     --vllm.num_engines 1 --vllm.tensor_parallel_size 1 --vllm.enforce_eager
     --algo.advantage.estimator rank_grpo --rank_grpo.catalog "$CATALOG"
     --rollout.n_samples_per_prompt "$N_SAMPLES" --rollout.batch_size "$ROLLOUT_BATCH"
