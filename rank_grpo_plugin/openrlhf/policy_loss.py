@@ -1,9 +1,9 @@
 """The rank-level policy loss inside OpenRLHF's actor training step (PolicyModelActor Ray workers).
 
 :class:`RankGRPOPolicyLoss` is a drop-in for ``openrlhf.models.PolicyLoss`` (the call signature of every supported
-release; the return tuple of the installed one: ``(loss, clip_ratio, ppo_kl, vllm_kl, is_filter_ratio)`` from 0.11.2
-on, ``(loss, clip_ratio, ppo_kl, vllm_kl)`` up to 0.11.1, :func:`openrlhf_compat.policy_loss_outputs`) that calls the core
-:func:`rank_grpo_plugin.rank_policy_loss` (geometric-mean importance ratio per (sequence, rank), clipped with
+release; the return tuple of the installed one, :func:`openrlhf_compat.policy_loss_outputs`: ``(loss, clip_ratio,
+ppo_kl, vllm_kl, is_filter_ratio)`` from 0.11.2 on, ``(loss, clip_ratio, ppo_kl, vllm_kl)`` up to 0.11.1) that calls
+the core :func:`rank_grpo_plugin.rank_policy_loss` (geometric-mean importance ratio per (sequence, rank), clipped with
 ``--actor.eps_clip_low_high``). It declares ``needs_experience``, so OpenRLHF's training step passes the micro-batch
 as ``experience=`` (the upstream registry of ``patches/``, or :mod:`.shim` on a stock release). Rank ids come from
 ``experience.extras`` when the estimator could store them there (``patches/``); otherwise they are derived from the
