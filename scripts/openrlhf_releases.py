@@ -200,6 +200,7 @@ def run_release(version: str, args) -> dict:
     except Exception as e:  # noqa: BLE001 - one release's failure is a row of the table, not the end of the run
         row["why"] = f"{type(e).__name__}: {e}"
     row["load_after"] = load()
+    row["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     log(f"{version}: {'PASS' if row['passed'] else 'FAIL'} {row.get('why') or ''}")
     return row
 
@@ -247,7 +248,7 @@ def main(argv=None) -> int:
     rows = [run_release(v, args) for v in args.releases]
     results = args.out / "results.json"
     old = json.loads(results.read_text()) if results.exists() else {}
-    old.update({r["release"]: dict(r, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())) for r in rows})
+    old.update({r["release"]: r for r in rows})
     results.write_text(json.dumps(old, indent=1))
     # the table: the latest recorded run of every supported release (this run's and earlier ones')
     text = table([old[v] for v in SUPPORTED_OPENRLHF_VERSIONS if v in old])
