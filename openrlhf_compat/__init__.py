@@ -4,7 +4,8 @@ backend (``openrlhf_cpu``) were written against, shared by both (neither imports
 * :mod:`.releases` -- the one table to edit when a release is added (:data:`RELEASES`);
 * :func:`fingerprint` -- the one fingerprint style: sha256 of a definition's source text
   (``ast.get_source_segment``) read from the module's *file*, so wrappers installed at runtime (ours, Ray's actor
-  classes) do not change it; :func:`verify` / :func:`require` the one check; :class:`UnsupportedOpenRLHF` /
+  classes) do not change it; :func:`fingerprint_source` the same on source text (a file read from a wheel,
+  :mod:`.wheel`); :func:`verify` / :func:`require` the one check; :class:`UnsupportedOpenRLHF` /
   :class:`OpenRLHFChanged` the errors;
 * :func:`arg` -- OpenRLHF's args, hierarchical or flat; :func:`has_registry` -- whether OpenRLHF ships the
   extension registry of ``patches/``;
@@ -26,7 +27,8 @@ from .releases import RELEASES, SUPPORTED_OPENRLHF_VERSIONS, Release
 __all__ = [
     "RELEASES", "SUPPORTED_OPENRLHF_VERSIONS", "Release", "UpstreamError", "UnsupportedOpenRLHF",
     "OpenRLHFChanged", "openrlhf_version", "version_supported", "unsupported_message", "release",
-    "fingerprint", "verify", "require", "choices_problem", "require_supported", "has_registry", "arg", "set_arg", "REGISTRY_MODULE",
+    "fingerprint", "fingerprint_source", "policy_loss_outputs", "verify", "require", "choices_problem",
+    "require_supported", "has_registry", "arg", "set_arg", "REGISTRY_MODULE",
 ]
 
 REGISTRY_MODULE = "openrlhf.utils.extensions"  # the extension registry added by patches/0001-*
@@ -65,24 +67,22 @@ def release(ver: Optional[str] = None) -> Optional[Release]:
 
 
 def unsupported_message(what: str = "rank_grpo_plugin", ver: Optional[str] = None) -> str:
+    """The one refusal: names the installed release and lists every supported one."""
     ver = openrlhf_version() if ver is None else ver
-    listed = ", ".join(SUPPORTED_OPENRLHF_VERSIONS)
+    *older, newest = SUPPORTED_OPENRLHF_VERSIONS
+    listed = f"{', '.join(older)} and {newest}" if older else newest
     return (
-        f"{what} needs OpenRLHF {listed} (or an OpenRLHF that ships the extension registry from rank_grpo_plugin's "
-        f"patches/), but OpenRLHF {ver or '<not installed>'} is installed. Install a supported release "
-        f"(pip install openrlhf=={SUPPORTED_OPENRLHF_VERSIONS[-1]}); the plugin refuses to guess at other "
-        f"releases' internals."
+        f"{what} supports the OpenRLHF releases {listed} (or an OpenRLHF that ships the extension registry from "
+        f"rank_grpo_plugin's patches/), but OpenRLHF {ver or '<not installed>'} is installed. Install a supported "
+        f"release (e.g. pip install openrlhf=={newest}); the plugin refuses to guess at other releases' internals."
     )
 
 
 # -------------------------------------------------------------------------------------------------- fingerprints
-def fingerprint(module, qualname: str) -> Optional[str]:
-    """sha256 of the source text of ``qualname`` (``Class.method`` or ``function``) in ``module``'s file, or None
-    when the file or the definition cannot be found."""
-    try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
-        return None
+def fingerprint_source(source: str, qualname: str) -> Optional[str]:
+    """sha256 of the source text of ``qualname`` (``Class.method`` or ``function``) in a module's ``source`` text
+    (``ast.get_source_segment``), or None when the definition is not there. The one fingerprint style: used on an
+    installed module's file (:func:`fingerprint`) and on a file read from a wheel (:mod:`.wheel`)."""
     node: Any = ast.parse(source)
     for part in qualname.split("."):
         node = next((c for c in getattr(node, "body", []) if isinstance(
@@ -91,6 +91,23 @@ def fingerprint(module, qualname: str) -> Optional[str]:
             return None
     segment = ast.get_source_segment(source, node)
     return None if segment is None else hashlib.sha256(segment.encode("utf-8")).hexdigest()
+
+
+def fingerprint(module, qualname: str) -> Optional[str]:
+    """:func:`fingerprint_source` of ``module``'s file, or None when the file or the definition cannot be found."""
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return None
+    return fingerprint_source(source, qualname)
+
+
+def policy_loss_outputs(ver: Optional[str] = None) -> int:
+    """How many values the installed release's ``ActorPPOTrainer.training_step`` unpacks from the policy loss
+    (:attr:`Release.loss_outputs`: 4 up to 0.11.1, 5 from 0.11.2 on); the newest listed release's count when the
+    installed OpenRLHF is not listed (it then ships the registry of ``patches/``, written against that release)."""
+    rel = release(ver)
+    return (rel or RELEASES[SUPPORTED_OPENRLHF_VERSIONS[-1]]).loss_outputs
 
 
 def verify(module, qualname: str) -> Optional[str]:

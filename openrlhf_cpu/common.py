@@ -24,7 +24,7 @@ class WeightSyncError(CpuBackendError):
 
 
 def require(module, qualname: str):
-    """``module.qualname`` after the upstream fingerprint check (:func:`rank_grpo_plugin.openrlhf.upstream.verify`);
+    """``module.qualname`` after the upstream fingerprint check (:func:`openrlhf_compat.verify`);
     raises :class:`UpstreamChanged`."""
     import openrlhf_compat as upstream
 

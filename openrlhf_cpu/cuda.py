@@ -58,7 +58,7 @@ def patch_replay_buffer(mod) -> None:
     import torch
 
     def __init__(self, *args, **kwargs):
-        # Replaces NaiveReplayBuffer.__init__ (OpenRLHF 0.11.2), which builds
+        # Replaces NaiveReplayBuffer.__init__ (OpenRLHF 0.10.4-0.11.2), which builds
         # torch.device(f"cuda:{torch.cuda.current_device()}"): run it with a 0 device index, then target the CPU.
         with _device_swap_lock:
             shim = torch.cuda.current_device

@@ -59,7 +59,7 @@ def patch_get_strategy(mod) -> None:
     original = require(mod, "get_strategy")
 
     def get_strategy(args):
-        # Wraps openrlhf.utils.utils.get_strategy (OpenRLHF 0.11.2): CPU option checks first.
+        # Wraps openrlhf.utils.utils.get_strategy (OpenRLHF 0.10.4-0.11.2): CPU option checks first.
         check_args(args)
         return original(args)
 

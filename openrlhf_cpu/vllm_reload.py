@@ -7,12 +7,12 @@ from .common import PATCHES, TAG, CpuBackendError, UpstreamChanged, WeightSyncEr
 
 
 def update_weight(self, name, dtype, shape, empty_cache=False):
-    """Replaces ``openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap.update_weight`` (OpenRLHF 0.11.2), which
+    """Replaces ``openrlhf.trainer.ray.vllm_worker_wrap.WorkerWrap.update_weight`` (OpenRLHF 0.10.4-0.11.2), which
     receives into ``torch.empty(..., device="cuda")`` and calls ``model.load_weights`` per tensor.
 
     On CPU, receives into a CPU tensor and buffers it. vLLM's CPU linear layers repack their weights into kernel
     format after loading (``dispatch_cpu_unquantized_gemm`` drops ``layer.weight``), so a plain ``load_weights``
-    after start-up fails or leaves stale packed copies. When the last tensor of a sync arrives (OpenRLHF 0.11.2
+    after start-up fails or leaves stale packed copies. When the last tensor of a sync arrives (OpenRLHF 0.10.4-0.11.2
     passes ``empty_cache=True`` exactly then) all buffered tensors go through vLLM's in-place
     ``model_runner.reload_weights`` (layerwise reload: load in checkpoint format, re-run the repacking).
 

@@ -55,8 +55,8 @@ class NullBroadcastGroup:
 
 
 def stateless_init_process_group(master_address, master_port, rank, world_size, device):  # noqa: ARG001
-    """Replaces ``openrlhf.utils.distributed_util.stateless_init_process_group`` (OpenRLHF 0.11.2), which builds a
-    vLLM ``PyNcclCommunicator``: on CPU, a gloo group instead."""
+    """Replaces ``openrlhf.utils.distributed_util.stateless_init_process_group`` (OpenRLHF 0.10.4-0.11.2), which
+    builds a vLLM ``PyNcclCommunicator``: on CPU, a gloo group instead."""
     if os.environ.get(ENV_FAULT, "") == "null_sync":
         sys.stderr.write(f"{TAG} FAULT INJECTION {ENV_FAULT}=null_sync: weight sync broadcasts do nothing\n")
         return NullBroadcastGroup()
@@ -90,7 +90,7 @@ def patch_ppo_actor(mod) -> None:
     mod.stateless_init_process_group = stateless_init_process_group
 
     def broadcast_to_vllm(self):
-        # Wraps ActorPPOTrainer.broadcast_to_vllm (OpenRLHF 0.11.2): the sync, then the checksum guard.
+        # Wraps ActorPPOTrainer.broadcast_to_vllm (OpenRLHF 0.10.4-0.11.2): the sync, then the checksum guard.
         original(self)
         verify_weight_sync(self)
 

@@ -1,6 +1,6 @@
 """The ``rank_grpo`` advantage estimator inside OpenRLHF's experience maker (PPOTrainer Ray actor).
 
-Replaces the body of ``RemoteExperienceMaker.compute_advantages_and_returns`` (OpenRLHF 0.11.2) when
+Replaces the body of ``RemoteExperienceMaker.compute_advantages_and_returns`` (OpenRLHF 0.10.4-0.11.2) when
 ``--algo.advantage.estimator rank_grpo``. The recipe itself is :func:`rank_grpo_plugin.algorithm.rank_grpo_advantages`;
 this module only moves tensors between OpenRLHF's ``Experience`` objects and it:
 

@@ -141,6 +141,19 @@ def _n_samples(run: Run) -> Optional[str]:
                f"--rollout.n_samples_per_prompt > 1 (got {n})")
 
 
+def _is_correction(run: Run) -> Optional[str]:
+    """vLLM importance-sampling correction: ``--algo.advantage.is_correction_level`` from OpenRLHF 0.11.2 on,
+    ``--algo.advantage.is_correction_enable`` up to 0.11.1."""
+    if arg(run.ns, "algo.advantage.is_correction_level", "off") != "off":
+        flag = "--algo.advantage.is_correction_level"
+    elif arg(run.ns, "algo.advantage.is_correction_enable", False):
+        flag = "--algo.advantage.is_correction_enable"
+    else:
+        return None
+    return (f"{flag} (vLLM importance-sampling correction) is not supported by the rank-level loss yet; use "
+            "--actor.policy_loss_type ppo or turn the correction off")
+
+
 RULES = (
     # the options themselves (whenever the plugin's options are in use), then the reward they configure
     Rule(_always, lambda r: r.opts.problems()),
@@ -169,10 +182,7 @@ RULES = (
     Rule(_loss, lambda r: _if(arg(r.ns, "actor.dual_clip") is not None,
                               "--actor.dual_clip is not supported by the rank-level loss (use --actor.policy_loss_type "
                               "ppo for token-level dual clip)")),
-    Rule(_loss, lambda r: _if(arg(r.ns, "algo.advantage.is_correction_level", "off") != "off",
-                              "--algo.advantage.is_correction_level (vLLM importance-sampling correction) is not "
-                              "supported by the rank-level loss yet; use --actor.policy_loss_type ppo or turn the "
-                              "correction off")),
+    Rule(_loss, _is_correction),
     Rule(_loss, lambda r: _if(arg(r.ns, "actor.loss_agg_mode", "token-mean") != "token-mean",
                               "--actor.loss_agg_mode seq-mean-token-mean is not supported by the rank-level loss; use "
                               "--rank_grpo.loss_agg rank_mean (every (sequence, rank) unit weighs the same) or "

@@ -1,8 +1,9 @@
 """The rank-level policy loss inside OpenRLHF's actor training step (PolicyModelActor Ray workers).
 
-:class:`RankGRPOPolicyLoss` is a drop-in for ``openrlhf.models.PolicyLoss`` (OpenRLHF 0.11.2 call signature and
-return tuple ``(loss, clip_ratio, ppo_kl, vllm_kl, is_filter_ratio)``) that calls the core
-:func:`rank_grpo_plugin.rank_policy_loss` (geometric-mean importance ratio per (sequence, rank), clipped with
+:class:`RankGRPOPolicyLoss` is a drop-in for ``openrlhf.models.PolicyLoss`` (the call signature of every supported
+release; the return tuple of the installed one, :func:`openrlhf_compat.policy_loss_outputs`: ``(loss, clip_ratio,
+ppo_kl, vllm_kl, is_filter_ratio)`` from 0.11.2 on, ``(loss, clip_ratio, ppo_kl, vllm_kl)`` up to 0.11.1) that calls
+the core :func:`rank_grpo_plugin.rank_policy_loss` (geometric-mean importance ratio per (sequence, rank), clipped with
 ``--actor.eps_clip_low_high``). It declares ``needs_experience``, so OpenRLHF's training step passes the micro-batch
 as ``experience=`` (the upstream registry of ``patches/``, or :mod:`.shim` on a stock release). Rank ids come from
 ``experience.extras`` when the estimator could store them there (``patches/``); otherwise they are derived from the
@@ -20,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from openrlhf_compat import policy_loss_outputs
 from rank_grpo_plugin.loss import rank_policy_loss
 
 from .estimator import RANK_IDS_KEY, action_rank_ids
@@ -43,6 +45,7 @@ class RankGRPOPolicyLoss(nn.Module):
         self.eps_low, self.eps_high = float(eps[0]), float(eps[1])
         self.num_ranks = int(self.options.num_ranks)
         self.agg = self.options.loss_agg
+        self.outputs = policy_loss_outputs()  # what the installed release's training step unpacks
 
     def rank_ids(self, experience, action_mask: torch.Tensor) -> torch.Tensor:
         """LongTensor[B, A]: carried in ``experience.extras`` when the host can carry them, else from the tokens."""
@@ -88,4 +91,4 @@ class RankGRPOPolicyLoss(nn.Module):
             info[METRIC_PREFIX + "clip_frac_low"] = stats["clip_frac_low"].detach()
             info[METRIC_PREFIX + "clip_frac_high"] = stats["clip_frac_high"].detach()
             info[METRIC_PREFIX + "ratio_mean"] = stats["ratio_mean"].detach()
-        return loss, clip_ratio, ppo_kl, None, None
+        return (loss, clip_ratio, ppo_kl, None, None)[: self.outputs]

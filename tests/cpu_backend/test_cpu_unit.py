@@ -112,7 +112,8 @@ def test_other_openrlhf_version_is_refused(monkeypatch):
     import importlib.metadata
 
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.12.0")
-    with pytest.raises(openrlhf_cpu.UpstreamChanged, match=r"needs OpenRLHF 0\.11\.2 .* but OpenRLHF 0\.12\.0 is"):
+    with pytest.raises(openrlhf_cpu.UpstreamChanged,
+                       match=r"releases 0\.10\.4, 0\.11\.0, 0\.11\.1 and 0\.11\.2 .* but OpenRLHF 0\.12\.0 is"):
         common.require(types.ModuleType("openrlhf.utils.utils"), "get_strategy")
 
 
