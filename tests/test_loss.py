@@ -172,3 +172,146 @@ def test_unit_level_form_equals_token_level_form_with_mixed_sign_advantages_in_a
     assert low > 0 and high > 0
     assert stats["clip_frac_low"].item() == pytest.approx(low)
     assert stats["clip_frac_high"].item() == pytest.approx(high)
+
+
+def _token_level_reference64(lp, old, adv, ranks, mask, k, eps_low, eps_high, agg="token_mean"):
+    """The per-token form in float64, with every stat worked out per token (torch.where drops whatever the padding
+    holds, NaN included): (loss, stats) to compare against the float32 unit-level implementation."""
+    lp, old, adv = lp.double(), old.double(), adv.double()
+    m = mask.bool()
+    unit = torch.where(m, ranks.long().clamp(0, k), torch.full_like(ranks.long(), k + 1))
+    diff = torch.where(m, lp - old, torch.zeros_like(lp))
+    z = torch.zeros(lp.shape[0], k + 2, dtype=torch.float64)
+    sums = z.scatter_add(1, unit, diff)
+    cnt = z.scatter_add(1, unit, m.double())
+    wu = torch.exp(sums / cnt.clamp(min=1))
+    w = torch.gather(wu, 1, unit)
+    a = torch.where(m, adv, torch.zeros_like(adv))
+    tok = torch.where(m, -torch.min(w * a, w.clamp(1 - eps_low, 1 + eps_high) * a), torch.zeros_like(a))
+    n = m.sum().clamp(min=1)
+    if agg == "token_mean":
+        loss = tok.sum() / n
+    else:
+        per_unit = z.scatter_add(1, unit, tok)[:, : k + 1] / cnt[:, : k + 1].clamp(min=1)
+        present = cnt[:, : k + 1] > 0
+        loss = (per_unit * present).sum() / present.sum().clamp(min=1)
+    present = cnt[:, : k + 1] > 0
+    flat = unit.view(-1)
+    stats = {
+        "clip_frac_low": (m & (a < 0) & (w < 1 - eps_low)).sum() / n,
+        "clip_frac_high": (m & (a > 0) & (w > 1 + eps_high)).sum() / n,
+        "ratio_mean": wu[:, : k + 1][present].mean() if present.any() else torch.tensor(0.0),
+        "tokens": m.sum().double(),
+        "log_ratio_mean": diff.sum() / n,
+        "rank_adv_mean": (torch.zeros(k + 2, dtype=torch.float64).scatter_add(0, flat, a.view(-1))
+                          / torch.zeros(k + 2, dtype=torch.float64).scatter_add(0, flat, m.view(-1).double())
+                          .clamp(min=1))[: k + 1],
+    }
+    return loss, stats
+
+
+def _realistic_batch(b, t, k, seed, garbage_padding=True):
+    """Right-padded rows of sorted rank ids running into the overflow, per-rank advantages with EOS-like
+    shaping (mixed signs and zeros inside units), ratios near 1 so some units clip on either side."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(t // 4, t + 1, (b,), generator=g)
+    mask = torch.arange(t).unsqueeze(0) < lengths.unsqueeze(1)
+    ranks = torch.sort(torch.randint(0, k + 3, (b, t), generator=g), dim=1).values
+    rank_adv = torch.randn(b, k + 3, generator=g)
+    rank_adv[:, ::4] = 0.0
+    adv = torch.gather(rank_adv, 1, ranks)
+    adv[:, ::9] = -adv[:, ::9] * 0.5  # mixed signs inside a unit
+    old = -torch.rand(b, t, generator=g) * 3
+    unit_shift = torch.gather(torch.randn(b, k + 3, generator=g) * 0.1, 1, ranks)  # per-unit ratio away from 1
+    lp = old + unit_shift + torch.randn(b, t, generator=g) * 0.05
+    if garbage_padding:  # what a trainer may leave on padding: normalised advantages, -inf / NaN log-probs, -1 ranks
+        pad = ~mask
+        adv = torch.where(pad, torch.full_like(adv, -0.37), adv)
+        lp = torch.where(pad, torch.full_like(lp, float("nan")), lp)
+        old = torch.where(pad, torch.full_like(old, float("-inf")), old)
+        ranks = torch.where(pad, torch.full_like(ranks, -1), ranks)
+    return lp, old, adv, ranks, mask
+
+
+@pytest.mark.parametrize("agg", ["token_mean", "rank_mean"])
+@pytest.mark.parametrize("b,t,k", [(16, 300, 5), (3, 1000, 20), (64, 64, 1)])
+def test_loss_gradient_and_every_stat_match_the_float64_per_token_reference(agg, b, t, k):
+    lp0, old, adv, ranks, mask = _realistic_batch(b, t, k, seed=b + t + k)
+    lp = lp0.clone().requires_grad_(True)
+    loss, stats = rank_policy_loss(lp, old, adv, ranks, mask, k, 0.06, 0.08, agg)
+    loss.backward()
+    lp64 = lp0.double().requires_grad_(True)
+    ref, ref_stats = _token_level_reference64(lp64, old, adv, ranks, mask, k, 0.06, 0.08, agg)
+    ref.backward()
+    assert stats["clip_frac_low"] > 0 and stats["clip_frac_high"] > 0  # both clip branches occur
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-7)
+    grad_ref = torch.where(mask, lp64.grad, torch.zeros_like(lp64.grad))
+    assert torch.isfinite(lp.grad).all() and (lp.grad[~mask] == 0).all()
+    assert torch.allclose(lp.grad.double(), grad_ref, rtol=1e-4, atol=1e-9)
+    assert set(stats) == set(ref_stats)
+    for name, value in stats.items():
+        assert value.dtype == torch.float32 and not value.requires_grad, name
+        assert torch.allclose(value.double(), ref_stats[name].double(), rtol=1e-5, atol=1e-6), name
+
+
+def test_surrogate_backward_passes_gradcheck_in_float64():
+    from rank_grpo_plugin.loss import _RankSurrogate, _unit_index
+
+    b, t, k = 3, 17, 2
+    lp0, old, adv, ranks, mask = _realistic_batch(b, t, k, seed=5, garbage_padding=False)
+    idx = _unit_index(ranks, adv, mask, k)
+    diff = (lp0 - old).double().view(-1).requires_grad_(True)
+    adv64 = adv.double().reshape(-1)
+
+    def f(d):
+        return _RankSurrogate.apply(d, adv64, idx, b, k + 1, 0.94, 1.08)[0]
+
+    assert torch.autograd.gradcheck(f, (diff,), eps=1e-6, atol=1e-8)
+
+
+def test_gradient_on_the_clip_boundary_follows_torch_clamp():
+    # eps = 0 and equal log-probs: w == 1 == both bounds; torch.clamp passes the gradient on its boundary
+    lp = torch.zeros(1, 4, requires_grad=True)
+    adv = torch.tensor([[1.0, 1.0, -2.0, 0.5]])
+    ranks = torch.tensor([[0, 0, 1, 1]])
+    loss, stats = rank_policy_loss(lp, torch.zeros(1, 4), adv, ranks, torch.ones(1, 4), K, eps_low=0.0, eps_high=0.0)
+    loss.backward()
+    ref_lp = torch.zeros(1, 4, requires_grad=True)
+    _token_level_reference(ref_lp, torch.zeros(1, 4), adv, ranks, torch.ones(1, 4), K, 0.0, 0.0).backward()
+    assert loss.item() == pytest.approx(-0.5 / 4)
+    assert lp.grad[0].tolist() == pytest.approx(ref_lp.grad[0].tolist())
+    assert lp.grad[0].tolist() == pytest.approx([-0.25, -0.25, 0.1875, 0.1875])  # -(1+1)/2/4 ; -(-2+.5)/2/4
+    assert stats["clip_frac_low"].item() == 0 and stats["clip_frac_high"].item() == 0
+
+
+def test_nan_advantage_on_a_token_is_loud_on_padding_ignored():
+    lp = torch.zeros(1, 4, requires_grad=True)
+    ranks = torch.tensor([[0, 0, 1, -1]])
+    mask = torch.tensor([[True, True, True, False]])
+    adv = torch.tensor([[1.0, float("nan"), -1.0, 0.0]])
+    loss, _ = rank_policy_loss(lp, torch.zeros(1, 4), adv, ranks, mask, K)
+    assert torch.isnan(loss)
+    adv = torch.tensor([[1.0, 1.0, -1.0, float("nan")]])
+    loss, stats = rank_policy_loss(lp, torch.zeros(1, 4), adv, ranks, mask, K)
+    assert loss.item() == pytest.approx((-1 - 1 + 1) / 3) and stats["tokens"].item() == 3
+
+
+@pytest.mark.parametrize("mask_dtype", [torch.bool, torch.long, torch.float32])
+def test_mask_and_rank_id_dtypes_give_the_same_result(mask_dtype):
+    lp0, old, adv, ranks, mask = _realistic_batch(6, 50, 3, seed=7)
+    out = []
+    for r, mk in ((ranks, mask), (ranks.int(), mask.to(mask_dtype))):
+        lp = lp0.clone().requires_grad_(True)
+        loss, stats = rank_policy_loss(lp, old, adv, r, mk, 3)
+        loss.backward()
+        out.append((loss, stats, lp.grad))
+    (l0, s0, g0), (l1, s1, g1) = out
+    assert l0.item() == l1.item() and torch.equal(g0, g1)
+    assert all(torch.equal(s0[n], s1[n]) for n in s0)
+
+
+def test_sequences_of_2_pow_24_tokens_are_refused():
+    big = torch.zeros(1, 1 << 24)
+    with pytest.raises(ValueError, match="2\\*\\*24"):
+        rank_policy_loss(big, big, big, big.long(), big, K)
