@@ -80,9 +80,10 @@ class RankGRPOPolicyLoss(nn.Module):
             eps_low=self.eps_low, eps_high=self.eps_high, agg=self.agg, rank_stats=False,
         )
         if self.agg == "token_mean" and batch_num_tokens is not None:
-            local_tokens = stats["tokens"].clamp(min=1).to(loss.dtype)
-            loss = loss * local_tokens / torch.as_tensor(batch_num_tokens, dtype=loss.dtype,
-                                                          device=loss.device).clamp(min=1) * dp_size
+            with torch.no_grad():  # one scale factor, so the rescale is a single autograd node
+                scale = stats["tokens"].clamp(min=1).to(loss.dtype).mul_(dp_size).div_(
+                    torch.as_tensor(batch_num_tokens, dtype=loss.dtype, device=loss.device).clamp(min=1))
+            loss = loss * scale
 
         with torch.no_grad():
             ppo_kl = -stats["log_ratio_mean"]  # mean of old - new log-prob over the masked tokens

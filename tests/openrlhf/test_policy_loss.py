@@ -195,3 +195,41 @@ def test_loss_uses_rank_ids_carried_in_the_experience(helpers, catalog_path, tok
         got = loss_fn(lp, old, adv, action_mask=mask, experience=exp)[0]
         want = rank_policy_loss(lp, old, adv, ranks, mask, 3, 0.06, 0.08)[0]
         torch.testing.assert_close(got, want)
+
+
+def test_token_mean_is_rescaled_to_the_global_token_count_like_aggregate_loss(helpers, catalog_path, tokenizer):
+    """sum of token losses / batch_num_tokens * dp_size (OpenRLHF's pre-compensation), gradient included; the
+    returned metrics are the core loss's stats."""
+    from types import SimpleNamespace
+
+    from rank_grpo_plugin.loss import rank_policy_loss
+    from rank_grpo_plugin.openrlhf.estimator import RANK_IDS_KEY
+    from rank_grpo_plugin.openrlhf.policy_loss import RankGRPOPolicyLoss
+
+    args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "rank_grpo",
+                                                "--rank_grpo.catalog", catalog_path, "--rank_grpo.num_ranks", "3"])
+    loss_fn = RankGRPOPolicyLoss(args, tokenizer=tokenizer)
+    g = torch.Generator().manual_seed(1)
+    b, t = 3, 12
+    mask = torch.ones(b, t, dtype=torch.bool)
+    mask[1, 7:] = False
+    ranks = torch.where(mask, (torch.arange(t) // 3).expand(b, t), torch.full((b, t), -1))
+    old = -torch.rand(b, t, generator=g)
+    lp0 = old + 0.2 * torch.randn(b, t, generator=g)
+    adv = torch.randn(b, t, generator=g)
+    exp = SimpleNamespace(sequences=torch.zeros(b, t + 2, dtype=torch.long), action_mask=mask, info={},
+                          extras={RANK_IDS_KEY: ranks})
+    lp = lp0.clone().requires_grad_(True)
+    loss, clip_ratio, ppo_kl, vllm_kl, is_filter = loss_fn(
+        lp, old, adv, action_mask=mask.float(), dp_size=2, batch_num_tokens=torch.tensor(100.0), experience=exp)
+    loss.backward()
+    ref_lp = lp0.clone().requires_grad_(True)
+    core, stats = rank_policy_loss(ref_lp, old, adv, ranks, mask, 3, 0.06, 0.08)
+    (core * mask.sum() / 100.0 * 2).backward()
+    torch.testing.assert_close(loss, core.detach() * mask.sum() / 100.0 * 2)
+    torch.testing.assert_close(lp.grad, ref_lp.grad)
+    torch.testing.assert_close(clip_ratio, stats["clip_frac_low"] + stats["clip_frac_high"])
+    torch.testing.assert_close(ppo_kl, -stats["log_ratio_mean"])
+    torch.testing.assert_close(ppo_kl, -((lp0 - old) * mask).sum() / mask.sum())
+    assert vllm_kl is None and is_filter is None
+    torch.testing.assert_close(exp.info["rank_grpo/ratio_mean"], stats["ratio_mean"])
