@@ -52,7 +52,7 @@ def _unit_index(rank_ids: torch.Tensor, advantages: torch.Tensor, m: torch.Tenso
     # per-position constant: row and lane offsets, plus 4 * width so that class = sign(A) + 4 - 3 * mask
     lane = torch.arange(t, device=dev, dtype=dtype).remainder_(_LANES).mul_(_CLASSES * width).add_(4 * width)
     rows = torch.arange(0, b * row, row, device=dev, dtype=dtype).unsqueeze(1)
-    cls = advantages.sign().to(dtype)  # -1 / 0 / 1; sign(NaN) is 0
+    cls = advantages.sign().to(dtype)  # -1 / 0 / 1; sign(NaN) is 0 (a test pins that NaN stays visible)
     idx = rank_ids.clamp(0, num_ranks).to(dtype).add_(cls, alpha=width).add_(m.to(dtype), alpha=-3 * width)
     return idx.add_(lane).add_(rows).long().view(-1)
 
