@@ -431,6 +431,22 @@ def plots(out: Path, data: Dict[str, dict], eval_steps: List[int]) -> None:
     fig.savefig(img / "convergence_per_rank.png", dpi=100)
     plt.close(fig)
 
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, runs in data.items():
+        for seed, r in sorted(runs.items()):
+            c = r["curves"]
+            if r["status"] != "done" or not any(math.isfinite(v) for v in c.get("items", [])):
+                continue
+            ax.plot(c["step"], c["items"], label=f"{LABELS.get(name, name)} s{seed}", lw=1)
+    ax.axhline(20, color="grey", lw=0.8, ls="--")
+    ax.set_title("Items per list in the training samples (Rank-GRPO runs, every seed)")
+    ax.set_xlabel("RL step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(img / "convergence_items.png", dpi=100)
+    plt.close(fig)
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
