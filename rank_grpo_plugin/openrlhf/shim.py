@@ -10,9 +10,9 @@ The same names as ``openrlhf.utils.extensions`` (:data:`ADVANTAGE_ESTIMATORS`, :
   recognised by its option strings, with the release's ``choices`` checked): the CLI extensions' flags and
   validation, as the patched launcher calls them.
 
-Each wrapped function is checked against :mod:`.upstream`. A mismatch never touches runs that use no registered
-name; a run that does gets :class:`~.upstream.OpenRLHFChanged` naming the function. Not used when OpenRLHF ships
-the registry (:func:`.upstream.has_registry`).
+Each wrapped function is checked against :mod:`openrlhf_compat`. A mismatch never touches runs that use no registered
+name; a run that does gets :class:`~openrlhf_compat.OpenRLHFChanged` naming the function. Not used when OpenRLHF ships
+the registry (:func:`openrlhf_compat.has_registry`).
 """
 from __future__ import annotations
 
