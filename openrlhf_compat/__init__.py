@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 REGISTRY_MODULE = "openrlhf.utils.extensions"  # the extension registry added by patches/0001-*
+# what a refusal says was asked for, when a run names rank_grpo
+RANK_GRPO_REQUEST = "rank_grpo_plugin: --algo.advantage.estimator/--actor.policy_loss_type rank_grpo"
 
 
 
@@ -140,8 +142,7 @@ def require(module, qualname: str, error=OpenRLHFChanged, hint: str = ""):
     return obj
 
 
-def choices_problem(choices_of, ours=(), what: str = "rank_grpo_plugin: --algo.advantage.estimator/"
-                    "--actor.policy_loss_type rank_grpo") -> Optional[str]:
+def choices_problem(choices_of, ours=(), what: str = RANK_GRPO_REQUEST) -> Optional[str]:
     """None when the launcher's ``choices`` (``choices_of(flag)``, without the names in ``ours``) are the ones the
     installed release declares in :data:`RELEASES`, else what differs (one message)."""
     rel = release()
@@ -214,7 +215,7 @@ def set_arg(ns: Any, dotted: str, value: Any) -> None:
     setattr(node, parts[-1], value)
 
 
-def require_supported(what: str = "rank_grpo_plugin: --algo.advantage.estimator/--actor.policy_loss_type rank_grpo"):
+def require_supported(what: str = RANK_GRPO_REQUEST):
     """Raise :class:`UnsupportedOpenRLHF` unless the plugin can run on the installed OpenRLHF (a listed release, or
     one that ships the extension registry, whose contract does not depend on internals)."""
     if has_registry() or version_supported():
