@@ -12,7 +12,10 @@ rank-aligned, sampled at T=1 on the validation conversations by OpenRLHF's own `
     python3 benchmarks/convergence.py --only report            # tables + plots from the runs on disk
     python3 benchmarks/convergence.py --quick                  # smoke: 1 seed, 3 steps, 2 configs
 
-Every phase skips what is already on disk (a finished run has ``done.json``), so an interrupted grid resumes.
+Every phase skips what is already on disk (a finished run has ``done.json``), so an interrupted grid resumes. The
+results file is the record: a run that is in it but no longer on disk (a fresh clone, a cleaned ``runs/``) is
+reported from it, so new seeds can be added on another machine without losing the earlier ones; the SFT start is
+then rebuilt (deterministic on CPU) and the report says whether its evaluation matches the recorded one.
 Outputs: ``OUT/`` (task, SFT, one folder per run with its launcher log), ``benchmarks/results/convergence.json``
 (every logged step of every run, commands, loads) and ``docs/img/convergence_*.png``.
 """
@@ -269,8 +272,12 @@ def steps_to_reach(eval_steps: List[int], curve: List[float], target: float) -> 
 
 
 def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict,
-           step0: Optional[float] = None) -> dict:
+           step0: Optional[float] = None, record: Optional[dict] = None, last: int = 60,
+           prefix: str = "convergence") -> dict:
+    """Tables (printed, markdown) and plots of the runs on disk, plus those only in ``record`` (a previous results
+    file); ``last`` is the last step of the list-length table's final window."""
     data: Dict[str, dict] = {}
+    recorded = (record or {}).get("data", {})
     for name in names:
         runs = {}
         for seed in seeds:
@@ -278,12 +285,23 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
             status = "done" if (d / "done.json").exists() else ("failed" if (d / "failed.json").exists() else
                                                                  "missing")
             if status == "missing":
+                if str(seed) in recorded.get(name, {}):
+                    runs[seed] = dict(recorded[name][str(seed)], from_record=True)
                 continue
             meta = json.loads((d / ("done.json" if status == "done" else "failed.json")).read_text())
             runs[seed] = {"status": status, "meta": meta, "curves": curves(d, step0),
                           "failed_attempts": [json.loads((a / "failed.json").read_text())
                                               for a in sorted(d.glob("attempt*")) if (a / "failed.json").exists()]}
         data[name] = runs
+    from_record = sorted(f"{LABELS.get(n, n)} s{s_}" for n, runs in data.items() for s_, r in runs.items()
+                         if r.get("from_record"))
+    if from_record:
+        print(f"\nFrom the results record (run folders not on this disk): {', '.join(from_record)}")
+        old = (record or {}).get("sft_eval", {}).get("sampled", {}).get("rank/ndcg@20")
+        new = sft_eval.get("sampled", {}).get("rank/ndcg@20")
+        if old is not None and new is not None:
+            print(f"SFT start, test NDCG@20 sampled: recorded {old:.6f}, this disk {new:.6f} -> "
+                  + ("the same SFT start" if abs(old - new) < 1e-9 else "A DIFFERENT SFT START: runs not comparable"))
     print("\n## Held-out NDCG@20 (validation, sampled T=1, 4 lists per conversation; OpenRLHF eval) by step\n")
     if step0 is not None:
         print(f"(step 0 = the SFT start, `rank-grpo evaluate` with the same sampling: {step0:.3f})\n")
@@ -321,9 +339,9 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
               f"{fmt(finals[name]['recall_greedy'])} | {fmt(last5)} | {fmt(col('greedy', 'duplicate_rate'))} |")
 
     print("\n## List length in the training rollouts: mean response tokens (and items per list, Rank-GRPO runs "
-          "only) over steps 1-10 / 21-30 / 51-60, mean ± sd over seeds; min items per list over the run per seed\n")
-    print("| config | runs | tokens 1-10 | tokens 21-30 | tokens 51-60 | items 1-10 | items 21-30 | items 51-60 | "
-          "min items (step), per seed |")
+          f"only) over steps 1-10 / 21-30 / {last - 9}-{last}, mean ± sd over seeds; min items per list over the run per seed\n")
+    print(f"| config | runs | tokens 1-10 | tokens 21-30 | tokens {last - 9}-{last} | items 1-10 | items 21-30 | "
+          f"items {last - 9}-{last} | min items (step), per seed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, runs in data.items():
         ok = {sd: r for sd, r in runs.items() if r["status"] == "done"}
@@ -338,7 +356,7 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
                 mins.append(f"s{sd}: {v:.1f} ({st})")
         print(f"| {LABELS.get(name, name)} | {len(ok)}/{len(runs)} | "
               + " | ".join(fmt(window(k, lo, hi)) for k in ("response_length", "items")
-                           for lo, hi in ((1, 10), (21, 30), (51, 60)))
+                           for lo, hi in ((1, 10), (21, 30), (last - 9, last)))
               + f" | {'; '.join(mins) or 'n/a'} |")
 
     failed = [(n, s_, f) for n, runs in data.items() for s_, r in runs.items()
@@ -368,12 +386,13 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
             print(f"- seed {seed}: clip_frac_low {fmt(c['clip_low'])}, clip_frac_high {fmt(c['clip_high'])}, "
                   f"kl {fmt(c['kl'])}, steps with clip_low > 0: {sum(1 for x in finite(c['clip_low']) if x > 0)}"
                   f"/{len(c['clip_low'])}")
-    plots(out, data, eval_steps)
+    plots(data, prefix)
     return {"data": {n: {str(s): r for s, r in runs.items()} for n, runs in data.items()}, "finals": finals,
             "steps_to_reach": ratio, "sft_eval": sft_eval}
 
 
-def plots(out: Path, data: Dict[str, dict], eval_steps: List[int]) -> None:
+def plots(data: Dict[str, dict], prefix: str = "convergence") -> None:
+    """docs/img/PREFIX_ndcg.png, PREFIX_per_rank.png, PREFIX_items.png"""
     try:
         import matplotlib
 
@@ -410,7 +429,7 @@ def plots(out: Path, data: Dict[str, dict], eval_steps: List[int]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(img / "convergence_ndcg.png", dpi=100)
+    fig.savefig(img / f"{prefix}_ndcg.png", dpi=100)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), sharey=True)
@@ -428,7 +447,7 @@ def plots(out: Path, data: Dict[str, dict], eval_steps: List[int]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(img / "convergence_per_rank.png", dpi=100)
+    fig.savefig(img / f"{prefix}_per_rank.png", dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -444,13 +463,15 @@ def plots(out: Path, data: Dict[str, dict], eval_steps: List[int]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(img / "convergence_items.png", dpi=100)
+    fig.savefig(img / f"{prefix}_items.png", dpi=100)
     plt.close(fig)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "runs" / "convergence"))
+    ap.add_argument("--tag", default="", help="a separate grid (e.g. 'long'): runs/convergence_TAG, "
+                    "benchmarks/results/convergence_TAG.json, docs/img/convergence_TAG_*.png")
+    ap.add_argument("--out", help="run folder (default runs/convergence[_TAG])")
     ap.add_argument("--task-dir", help="a task written by `rank-grpo synth` (default: generate one)")
     ap.add_argument("--synth-args", default="", help="flags for `rank-grpo synth` when no --task-dir is given")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -459,8 +480,11 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--only", choices=["prepare", "sft", "rl", "report"])
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 3 steps, eval at step 3")
-    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "convergence.json"))
+    ap.add_argument("--results", help="results record (default benchmarks/results/convergence[_TAG].json)")
     a = ap.parse_args(argv)
+    prefix = "convergence" + (f"_{a.tag}" if a.tag else "")
+    a.out = a.out or str(ROOT / "runs" / prefix)
+    a.results = a.results or str(ROOT / "benchmarks" / "results" / f"{prefix}.json")
     if a.quick:
         a.seeds, a.steps, a.eval_every = a.seeds[:1], 3, 3
         a.configs = [c for c in a.configs if c in ("rank_grpo", "grpo_lr3e-4")] or a.configs[:1]
@@ -483,7 +507,10 @@ def main(argv=None) -> int:
             for name in a.configs:
                 run_rl(out, task, name, seed, a.steps, a.eval_every)
     step0 = evaluate_sft_val(out, task) if a.only != "report" or (out / "sft_eval" / "val_sampled").exists() else None
-    res = report(out, a.configs, a.seeds, sft_eval, step0)
+    record = json.loads(Path(a.results).read_text()) if Path(a.results).exists() and not a.quick else None
+    if record and not sft_eval:  # --only report on a disk without the SFT start: its recorded evaluation
+        sft_eval = record.get("sft_eval", {})
+    res = report(out, a.configs, a.seeds, sft_eval, step0, record, last=a.steps, prefix=prefix)
     res.update(task=str(task), steps=a.steps, eval_every=a.eval_every, sft=SFT, rl=RL, configs=CONFIGS,
                machine=machine(), load_now=os.getloadavg())
     if not a.quick:
