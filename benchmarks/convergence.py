@@ -297,11 +297,6 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
                          if r.get("from_record"))
     if from_record:
         print(f"\nFrom the results record (run folders not on this disk): {', '.join(from_record)}")
-        old = (record or {}).get("sft_eval", {}).get("sampled", {}).get("rank/ndcg@20")
-        new = sft_eval.get("sampled", {}).get("rank/ndcg@20")
-        if old is not None and new is not None:
-            print(f"SFT start, test NDCG@20 sampled: recorded {old:.6f}, this disk {new:.6f} -> "
-                  + ("the same SFT start" if abs(old - new) < 1e-9 else "A DIFFERENT SFT START: runs not comparable"))
     print("\n## Held-out NDCG@20 (validation, sampled T=1, 4 lists per conversation; OpenRLHF eval) by step\n")
     if step0 is not None:
         print(f"(step 0 = the SFT start, `rank-grpo evaluate` with the same sampling: {step0:.3f})\n")
@@ -510,6 +505,12 @@ def main(argv=None) -> int:
     record = json.loads(Path(a.results).read_text()) if Path(a.results).exists() and not a.quick else None
     if record and not sft_eval:  # --only report on a disk without the SFT start: its recorded evaluation
         sft_eval = record.get("sft_eval", {})
+    elif record:  # the SFT start was rebuilt here: is it the one the recorded runs started from?
+        old = record.get("sft_eval", {}).get("sampled", {}).get("rank/ndcg@20")
+        new = sft_eval.get("sampled", {}).get("rank/ndcg@20")
+        if old is not None and new is not None:
+            print(f"SFT start, test NDCG@20 sampled: recorded {old:.6f}, on this disk {new:.6f} -> "
+                  + ("the same" if abs(old - new) < 1e-9 else "A DIFFERENT SFT START: not comparable with the record"))
     res = report(out, a.configs, a.seeds, sft_eval, step0, record, last=a.steps, prefix=prefix)
     res.update(task=str(task), steps=a.steps, eval_every=a.eval_every, sft=SFT, rl=RL, configs=CONFIGS,
                machine=machine(), load_now=os.getloadavg())
