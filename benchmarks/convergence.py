@@ -273,9 +273,9 @@ def steps_to_reach(eval_steps: List[int], curve: List[float], target: float) -> 
 
 def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict,
            step0: Optional[float] = None, record: Optional[dict] = None, last: int = 60,
-           prefix: str = "convergence") -> dict:
-    """Tables (printed, markdown) and plots of the runs on disk, plus those only in ``record`` (a previous results
-    file); ``last`` is the last step of the list-length table's final window."""
+           prefix: Optional[str] = None) -> dict:
+    """Tables (printed, markdown) of the runs on disk plus those only in ``record`` (a previous results file), and
+    with ``prefix`` their plots (docs/img/PREFIX_*.png); ``last`` ends the list-length table's final window."""
     data: Dict[str, dict] = {}
     recorded = (record or {}).get("data", {})
     for name in names:
@@ -381,7 +381,8 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
             print(f"- seed {seed}: clip_frac_low {fmt(c['clip_low'])}, clip_frac_high {fmt(c['clip_high'])}, "
                   f"kl {fmt(c['kl'])}, steps with clip_low > 0: {sum(1 for x in finite(c['clip_low']) if x > 0)}"
                   f"/{len(c['clip_low'])}")
-    plots(data, prefix)
+    if prefix:
+        plots(data, prefix)
     return {"data": {n: {str(s): r for s, r in runs.items()} for n, runs in data.items()}, "finals": finals,
             "steps_to_reach": ratio, "sft_eval": sft_eval}
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from openrlhf_compat.logs import parse_steps  # noqa: E402  (stdlib only)
 from openrlhf_compat.releases import SUPPORTED_OPENRLHF_VERSIONS  # noqa: E402
+from openrlhf_cpu.procs import kill_marked  # noqa: E402  (stdlib only)
 
 MARKER_ENV = "RANK_GRPO_RELEASES_RUN"
 BEGIN, END = "<!-- releases:begin -->", "<!-- releases:end -->"
@@ -83,19 +84,7 @@ def ensure_venv(version: str, venvs: Path, logs: Path, nice: int) -> tuple:
 
 
 def _kill_marked(marker: str) -> None:
-    me = os.getpid()
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
-            continue
-        try:
-            environ = (pid_dir / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"{MARKER_ENV}={marker}".encode() in environ.split(b"\0"):
-            try:
-                os.kill(int(pid_dir.name), signal.SIGKILL)
-            except OSError:
-                pass
+    kill_marked(MARKER_ENV, marker)
 
 
 def run_env(marker: str, ray_tmp: Path) -> dict:

@@ -1,5 +1,6 @@
 """benchmarks/convergence.py's report arithmetic, on a hand-written launcher log (no OpenRLHF run)."""
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -41,3 +42,32 @@ def test_mean_sd_and_steps_to_reach(conv):
     assert conv.steps_to_reach(steps, [0.1, 0.2, 0.3, 0.25], 0.3) == 20
     assert conv.steps_to_reach(steps, [0.1, 0.2, 0.29, 0.25], 0.3) is None
     assert conv.mean_curve([[1, 2, 3], [3, 4]]) == [2, 3]  # truncated to the shortest run
+
+
+def test_report_merges_the_record_with_the_runs_on_disk(tmp_path, conv, capsys):
+    """A run only in the results record (its folder gone) is reported beside one on disk; the disk wins."""
+    def log(rewards, evals):
+        out = [f"(PPOTrainer pid=1) Global step {i}: {{'reward': {r}, 'rank_grpo/ndcg': {r}}}"
+               for i, r in enumerate(rewards, 1)]
+        out += [f"(PPOTrainer pid=1) INFO ✨ Evaluation completed in 0:00:11, global_step {st}, eval_metrics: {{'eval_default_pass1': {v}}}"
+                for st, v in evals]
+        return "\n".join(out) + "\n"
+
+    run = tmp_path / "rl" / "rank_grpo_s1"
+    run.mkdir(parents=True)
+    (run / "train.log").write_text(log([0.1, 0.2], [(2, 0.30)]))
+    final = {"sampled": {"rank/ndcg@20": 0.30, "rank/recall@20": 0.40}}
+    (run / "done.json").write_text(json.dumps({"rc": 0, "final_eval": final}))
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "train.log").write_text(log([0.3, 0.4], [(2, 0.50)]))
+    rec2 = {"status": "done", "meta": {"rc": 0, "final_eval": {"sampled": {"rank/ndcg@20": 0.50,
+                                                                            "rank/recall@20": 0.60}}},
+            "curves": conv.curves(other), "failed_attempts": []}
+    stale = dict(rec2, meta={"rc": 0, "final_eval": {"sampled": {"rank/ndcg@20": 9.0, "rank/recall@20": 9.0}}})
+    record = {"data": {"rank_grpo": {"1": stale, "2": rec2}}}
+    res = conv.report(tmp_path, ["rank_grpo"], [1, 2, 3], {}, record=record, last=2)
+    text = capsys.readouterr().out
+    assert "From the results record (run folders not on this disk): Rank-GRPO s2" in text
+    assert res["finals"]["rank_grpo"]["ndcg_sampled"] == [0.30, 0.50]  # seed 1 from disk, not the stale record
+    assert "| Rank-GRPO | 2/2 | 0.400 ± 0.141 |" in text  # held-out NDCG@20 at step 2: mean and sd of 0.30, 0.50

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from openrlhf_cpu.procs import kill_marked
+
 ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MARKER_ENV = "RANK_GRPO_CPU_TEST_RUN"
@@ -57,19 +59,7 @@ def base_env(tmp_path_factory):
 
 
 def _kill_marked(marker: str) -> None:
-    me = os.getpid()
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
-            continue
-        try:
-            environ = (pid_dir / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"{MARKER_ENV}={marker}".encode() in environ.split(b"\0"):
-            try:
-                os.kill(int(pid_dir.name), signal.SIGKILL)
-            except OSError:
-                pass
+    kill_marked(MARKER_ENV, marker)
 
 
 @pytest.fixture
