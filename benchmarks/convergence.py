@@ -512,7 +512,10 @@ def main(argv=None) -> int:
         if old is not None and new is not None:
             print(f"SFT start, test NDCG@20 sampled: recorded {old:.6f}, on this disk {new:.6f} -> "
                   + ("the same" if abs(old - new) < 1e-9 else "A DIFFERENT SFT START: not comparable with the record"))
-    res = report(out, a.configs, a.seeds, sft_eval, step0, record, last=a.steps, prefix=prefix)
+    # the report (and the results file it becomes) covers every run of the record, not only this call's subset
+    names = [n for n in CONFIGS if n in a.configs or n in (record or {}).get("data", {})]
+    seeds = sorted({*a.seeds, *(int(s_) for runs in (record or {}).get("data", {}).values() for s_ in runs)})
+    res = report(out, names, seeds, sft_eval, step0, record, last=a.steps, prefix=prefix)
     res.update(task=str(task), steps=a.steps, eval_every=a.eval_every, sft=SFT, rl=RL, configs=CONFIGS,
                machine=machine(), load_now=os.getloadavg())
     if not a.quick:
