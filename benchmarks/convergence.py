@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -230,19 +230,33 @@ def evaluate_sft(out: Path, task: Path) -> dict:
     return dict(ev, weights_sha256=h.hexdigest())
 
 
-def same_sft_start(recorded: dict, here: dict) -> str:
-    """Whether the SFT start on this disk is the recorded one: by the weights' sha256 where the record has it, else
-    by the greedy evaluation (deterministic; the sampled one is not: vLLM's batching varies its random draws)."""
+def same_sft_start(recorded: dict, here: dict) -> Tuple[Optional[bool], str]:
+    """Whether the SFT start on this disk is the recorded one (None: nothing to compare), and a line saying so: by
+    the weights' sha256 where the record has it, else by the greedy evaluation (deterministic; the sampled one is
+    not: vLLM's batching varies its random draws)."""
     if recorded.get("weights_sha256") and here.get("weights_sha256"):
         same, what = recorded["weights_sha256"] == here["weights_sha256"], "weights sha256"
     else:
         keys = ("rank/ndcg@20", "rank/recall@20", "duplicate_rate", "in_catalog_rate")
         r, h = recorded.get("greedy", {}), here.get("greedy", {})
         if not all(k in r and k in h for k in keys):
-            return "SFT start: nothing recorded to compare it with"
+            return None, "SFT start: nothing recorded to compare it with"
         same, what = all(r[k] == h[k] for k in keys), "greedy test metrics (" + ", ".join(keys) + ")"
-    return (f"SFT start on this disk vs the record, by {what}: "
-            + ("the same" if same else "A DIFFERENT SFT START: not comparable with the record"))
+    return same, (f"SFT start on this disk vs the record, by {what}: "
+                  + ("the same" if same else "A DIFFERENT SFT START: not comparable with the record"))
+
+
+def recorded_step0(record: dict) -> Optional[float]:
+    """The step-0 value (SFT start's held-out NDCG@20) of a results record: its ``step0``, or for records written
+    before it was stored, the step-0 point of the first recorded curve that has one."""
+    if record.get("step0") is not None:
+        return float(record["step0"])
+    for runs in record.get("data", {}).values():
+        for r in runs.values():
+            c = r.get("curves", {})
+            if c.get("eval_step", [None])[:1] == [0]:
+                return float(c["eval_ndcg"][0])
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -308,6 +322,9 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
             if status == "missing":
                 if str(seed) in recorded.get(name, {}):
                     runs[seed] = dict(recorded[name][str(seed)], from_record=True)
+                    c = runs[seed]["curves"]
+                    if step0 is not None and c["eval_step"][:1] == [0]:  # step 0 is the SFT start's, one value
+                        runs[seed]["curves"] = dict(c, eval_ndcg=[step0] + c["eval_ndcg"][1:])
                 continue
             meta = json.loads((d / ("done.json" if status == "done" else "failed.json")).read_text())
             runs[seed] = {"status": status, "meta": meta, "curves": curves(d, step0),
@@ -404,8 +421,9 @@ def report(out: Path, names: Sequence[str], seeds: Sequence[int], sft_eval: dict
                   f"/{len(c['clip_low'])}")
     if prefix:
         plots(data, prefix)
-    return {"data": {n: {str(s): r for s, r in runs.items()} for n, runs in data.items()}, "finals": finals,
-            "steps_to_reach": ratio, "sft_eval": sft_eval}
+    strip = lambda r: {k: v for k, v in r.items() if k != "from_record"}  # noqa: E731  (a report-time mark only)
+    return {"data": {n: {str(s_): strip(r) for s_, r in runs.items()} for n, runs in data.items()}, "finals": finals,
+            "steps_to_reach": ratio, "sft_eval": sft_eval, "step0": step0}
 
 
 def plots(data: Dict[str, dict], prefix: str = "convergence") -> None:
@@ -523,12 +541,18 @@ def main(argv=None) -> int:
         for seed in a.seeds:
             for name in a.configs:
                 run_rl(out, task, name, seed, a.steps, a.eval_every)
-    step0 = evaluate_sft_val(out, task) if a.only != "report" or (out / "sft_eval" / "val_sampled").exists() else None
     record = json.loads(Path(a.results).read_text()) if Path(a.results).exists() and not a.quick else None
+    same = None
     if record and not sft_eval:  # --only report on a disk without the SFT start: its recorded evaluation
-        sft_eval = record.get("sft_eval", {})
+        sft_eval, same = record.get("sft_eval", {}), True
     elif record:  # the SFT start was rebuilt here: is it the one the recorded runs started from?
-        print(same_sft_start(record.get("sft_eval", {}), sft_eval))
+        same, line = same_sft_start(record.get("sft_eval", {}), sft_eval)
+        print(line)
+    # one step 0 for every curve: the recorded evaluation of this same start where there is one (a fresh sampled
+    # one differs by vLLM's batching alone, e.g. 0.156 vs 0.153: two step-0 points on one plot), else measured here
+    step0 = recorded_step0(record) if same else None
+    if step0 is None and (a.only != "report" or (out / "sft_eval" / "val_sampled").exists()):
+        step0 = evaluate_sft_val(out, task)
     # the report (and the results file it becomes) covers every run of the record, not only this call's subset
     names = [n for n in CONFIGS if n in a.configs or n in (record or {}).get("data", {})]
     seeds = sorted({*a.seeds, *(int(s_) for runs in (record or {}).get("data", {}).values() for s_ in runs)})

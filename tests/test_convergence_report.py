@@ -66,19 +66,35 @@ def test_report_merges_the_record_with_the_runs_on_disk(tmp_path, conv, capsys):
             "curves": conv.curves(other), "failed_attempts": []}
     stale = dict(rec2, meta={"rc": 0, "final_eval": {"sampled": {"rank/ndcg@20": 9.0, "rank/recall@20": 9.0}}})
     record = {"data": {"rank_grpo": {"1": stale, "2": rec2}}}
-    res = conv.report(tmp_path, ["rank_grpo"], [1, 2, 3], {}, record=record, last=2)
+    rec2["curves"] = dict(rec2["curves"], eval_step=[0, 2], eval_ndcg=[0.149, 0.50])  # a stale step-0 point
+    res = conv.report(tmp_path, ["rank_grpo"], [1, 2, 3], {}, step0=0.15, record=record, last=2)
     text = capsys.readouterr().out
     assert "From the results record (run folders not on this disk): Rank-GRPO s2" in text
     assert res["finals"]["rank_grpo"]["ndcg_sampled"] == [0.30, 0.50]  # seed 1 from disk, not the stale record
-    assert "| Rank-GRPO | 2/2 | 0.400 ± 0.141 |" in text  # held-out NDCG@20 at step 2: mean and sd of 0.30, 0.50
+    assert "| 0.400 ± 0.141 |" in text  # held-out NDCG@20 at step 2: mean and sd of 0.30, 0.50
+    assert all("from_record" not in r for r in res["data"]["rank_grpo"].values())  # a mark of the report, not data
+    assert "| Rank-GRPO | 2/2 | 0.150 ± 0.000 | 0.400 ± 0.141 |" in text  # one step 0 for both seeds
+    assert res["data"]["rank_grpo"]["2"]["curves"]["eval_ndcg"] == [0.15, 0.50]
 
 
 def test_same_sft_start_by_hash_else_by_greedy_metrics(conv):
     g = {"rank/ndcg@20": 0.0053, "rank/recall@20": 0.0031, "duplicate_rate": 0.9, "in_catalog_rate": 1.0}
     rec = {"greedy": g, "sampled": {"rank/ndcg@20": 0.170}}
     here = {"greedy": dict(g), "sampled": {"rank/ndcg@20": 0.168}, "weights_sha256": "ab"}
-    assert conv.same_sft_start(rec, here).endswith("the same")  # sampled differs: not evidence either way
-    assert "DIFFERENT" in conv.same_sft_start(rec, dict(here, greedy=dict(g, duplicate_rate=0.8)))
-    assert "DIFFERENT" in conv.same_sft_start(dict(rec, weights_sha256="cd"), here)  # the hash wins when recorded
-    assert conv.same_sft_start(dict(rec, weights_sha256="ab"), dict(here, greedy={})).endswith("the same")
-    assert "nothing recorded" in conv.same_sft_start({}, here)
+    same = lambda r, h: conv.same_sft_start(r, h)[0]  # noqa: E731
+    assert same(rec, here) is True  # the sampled metrics differ: not evidence either way
+    assert conv.same_sft_start(rec, here)[1].endswith("the same")
+    assert same(rec, dict(here, greedy=dict(g, duplicate_rate=0.8))) is False
+    assert "DIFFERENT" in conv.same_sft_start(rec, dict(here, greedy=dict(g, duplicate_rate=0.8)))[1]
+    assert same(dict(rec, weights_sha256="cd"), here) is False  # the hash wins when recorded
+    assert same(dict(rec, weights_sha256="ab"), dict(here, greedy={})) is True
+    assert conv.same_sft_start({}, here) == (None, "SFT start: nothing recorded to compare it with")
+
+
+def test_recorded_step0_is_the_stored_value_else_the_first_curve_point(conv):
+    curve = lambda st, v: {"curves": {"eval_step": st, "eval_ndcg": v}}  # noqa: E731
+    old = {"data": {"gspo": {"1": curve([10], [0.2])}, "rank_grpo": {"1": curve([0, 10], [0.153, 0.2])}}}
+    assert conv.recorded_step0(old) == 0.153  # gspo s1 has no step-0 point; rank_grpo s1's is taken
+    assert conv.recorded_step0(dict(old, step0=0.16)) == 0.16
+    assert conv.recorded_step0({"data": {"gspo": {"1": curve([10], [0.2])}}}) is None
+    assert conv.recorded_step0({}) is None
