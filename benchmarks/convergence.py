@@ -183,7 +183,9 @@ def evaluate_final(task: Path, run: Path, greedy: bool = False) -> dict:
     """rank-grpo evaluate of the last checkpoint on the test conversations: 4 sampled lists per conversation at
     T=1 (what these small models' RL optimises) and, with ``greedy``, greedy decoding."""
     res = {}
-    # vLLM: its ~30 s engine start is cheaper on CPU than HF generate's sampled batches (~2-3 min here)
+    # sampled on vLLM, as every recorded run was (the same backend keeps the grid comparable). HF generate with
+    # one OMP thread is as fast for this tiny model (4 s for 64 lists vs vLLM's ~40 s with its engine start) and is
+    # what the main job uses; the ~2-3 min once measured here for HF was two OMP threads on busy cores
     for kind, extra in (("greedy", ["--backend", "hf"]),
                         ("sampled", ["--backend", "vllm", "--temperature", "1.0", "--num-samples", "4"])):
         if kind == "greedy" and not greedy:

@@ -109,6 +109,12 @@ def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.
                 f"token id {bad} outside the newline table of size {table.numel()}; "
                 "build it with newline_counts(tokenizer, vocab_size=<model vocab size>)"
             )
+    return _segment(ids, off, table)
+
+
+def _segment(ids: torch.Tensor, off: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """The gather + cumsum of :func:`rank_ids` on checked input: ``ids`` LongTensor[B, T] with 0 where ``off``
+    (BoolTensor[B, T], True off the mask), every id < ``table.numel()``."""
     nl = table[ids].masked_fill_(off, 0)  # advanced indexing returns a new tensor: in-place is safe
     before = torch.cumsum(nl, dim=1).sub_(nl)
     return before.masked_fill_(off, -1)
@@ -119,13 +125,20 @@ def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: A
 
     Token ids past the tokenizer's size (a padded embedding, or anything a rollout engine may emit) count 0
     newlines instead of failing: the table is widened in steps of 128, so only a few sizes are ever cached.
+    One pass over the ids finds both their range and the table size (no second check as in :func:`rank_ids`).
     """
-    m = mask.bool()
-    top = int(token_ids.masked_fill(~m, 0).max()) + 1 if token_ids.numel() else 0
+    if token_ids.shape != mask.shape or token_ids.dim() != 2:
+        return rank_ids(token_ids, mask, newline_counts(tokenizer))  # raises its shape error
+    off = ~mask.bool()
+    ids = token_ids.masked_fill(off, 0)
     table = newline_counts(tokenizer, device=token_ids.device)  # cached: no tokenizer call after the first
-    if table.numel() < top:
-        table = newline_counts(tokenizer, vocab_size=-(-top // 128) * 128, device=token_ids.device)
-    return rank_ids(token_ids, m, table)
+    if ids.numel():
+        lo, hi = (int(v) for v in torch.aminmax(ids))
+        if lo < 0:
+            raise ValueError(f"token id {lo} is negative")
+        if table.numel() <= hi:
+            table = newline_counts(tokenizer, vocab_size=-(-(hi + 1) // 128) * 128, device=token_ids.device)
+    return _segment(ids, off, table)
 
 
 def eos_token_ids(tokenizer: Any) -> List[int]:

@@ -105,6 +105,24 @@ def test_newline_counts_cached_per_size_and_device_without_asking_the_tokenizer_
         newline_counts(tok, vocab_size=4)
 
 
+def test_tokenizer_rank_ids_widens_the_table_for_ids_past_the_tokenizer():
+    from rank_grpo_plugin.ranks import tokenizer_rank_ids
+
+    tok = _CountingTokenizer(["a", "\n", ")\n", "\n\n", "b"])  # ids 0-4; a padded embedding may emit 5..300
+    ids = torch.tensor([[-7, 0, 2, 300, 1, 3, 0], [3, 3, 0, 0, 0, 0, 0]])
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0]])  # the -7 is masked garbage
+    got = tokenizer_rank_ids(ids, mask, tok)
+    # hand: row 0 newlines 0,1,0 (300: past the tokenizer),1,2,0 -> before: 0,0,1,1,2,4; row 1: 2,2,0 -> 0,2,4
+    assert got.tolist() == [[-1, 0, 0, 1, 1, 2, 4], [0, 2, 4, -1, -1, -1, -1]]
+    assert got.tolist() == rank_ids(ids, mask, newline_counts(tok, vocab_size=384)).tolist()
+    assert newline_counts(tok, vocab_size=384).numel() == 384 and tok.size_calls == 1  # widened in steps of 128
+    assert tokenizer_rank_ids(torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0), tok).shape == (1, 0)
+    with pytest.raises(ValueError, match="negative"):
+        tokenizer_rank_ids(torch.tensor([[1, -2]]), torch.ones(1, 2), tok)
+    with pytest.raises(ValueError, match="shape"):
+        tokenizer_rank_ids(torch.tensor([[1, 2]]), torch.ones(1, 3), tok)
+
+
 def _slow_rank_ids(tokenizer, ids):
     """Reference: decode the prefix before each token and count its newlines (what a decode loop does)."""
     return [tokenizer.decode(ids[:t]).count("\n") for t in range(len(ids))]
