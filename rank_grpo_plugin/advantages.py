@@ -1,6 +1,8 @@
 """Per-rank group-normalised advantages and their placement on tokens (with length shaping)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ._registry import Registry
@@ -64,6 +66,7 @@ def token_advantages(
     overflow_penalty: float = -0.1,
     early_stop_penalty: float = -0.1,
     eos_bonus: float = 0.1,
+    item_rank_ids: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Place per-rank advantages on tokens and add the length shaping.
 
@@ -77,6 +80,8 @@ def token_advantages(
         early_stop_penalty: advantage of the EOS token when fewer than K items were emitted.
         eos_bonus: advantage of the EOS token when exactly K items were emitted and nothing followed
             (a single trailing newline after item K is not an item, see :func:`num_emitted_items`).
+        item_rank_ids: LongTensor[B, T] with ``separator="end"``, to count the items emitted, when ``rank_ids``
+            places the advantages another way (``separator="start"``); default ``rank_ids``.
 
     Returns:
         FloatTensor[B, T] (float32): A_k on tokens of rank k < K, the shaping values described above, 0 on
@@ -94,7 +99,7 @@ def token_advantages(
     out = torch.where(in_list, adv, torch.zeros_like(adv))
     out = torch.where(m & (rank_ids >= num_ranks), torch.full_like(out, overflow_penalty), out)
 
-    items = num_emitted_items(rank_ids, m, eos).unsqueeze(1)  # [B, 1]; -1 when no EOS
+    items = num_emitted_items(rank_ids if item_rank_ids is None else item_rank_ids, m, eos).unsqueeze(1)  # [B, 1]; -1: no EOS
     eos_value = torch.where(
         items == num_ranks,
         torch.full_like(out[:, :1], eos_bonus),

@@ -77,6 +77,7 @@ def rank_grpo_advantages(
     group_size: int,
     config: RecipeConfig = RecipeConfig(),
     token_penalty: Optional[torch.Tensor] = None,
+    credit_ids: Optional[torch.Tensor] = None,
 ) -> RecipeOutput:
     """Token advantages of Rank-GRPO for one batch of complete prompt groups.
 
@@ -90,6 +91,9 @@ def rank_grpo_advantages(
         config: :class:`RecipeConfig`; ``config.num_ranks`` must equal K.
         token_penalty: optional [B, T] per-token reward (e.g. ``-kl_coef * kl``) added to the advantages as its
             return-to-go over the masked tokens.
+        credit_ids: optional LongTensor[B, T], the rank whose advantage each token receives, when it differs from
+            ``rank_ids`` (``rank_ids(..., separator="start")``: a newline goes to the item it starts). ``rank_ids``
+            (``separator="end"``) still counts the items emitted.
 
     Returns:
         :class:`RecipeOutput`.
@@ -104,8 +108,9 @@ def rank_grpo_advantages(
     rewards = rank_rewards(hits.to(device=device, dtype=torch.float32), config.reward_scheme, config.gamma)
     adv = rank_advantages(rewards, group_size, scale=config.adv_scale, eps=config.adv_eps)
     tok_adv = token_advantages(
-        adv, rank_ids, m, eos_mask, k, overflow_penalty=config.overflow_penalty,
+        adv, rank_ids if credit_ids is None else credit_ids, m, eos_mask, k, overflow_penalty=config.overflow_penalty,
         early_stop_penalty=config.early_stop_penalty, eos_bonus=config.eos_bonus,
+        item_rank_ids=None if credit_ids is None else rank_ids,
     )
     if token_penalty is not None:
         penalty = torch.where(m, token_penalty.to(device=device, dtype=torch.float32), torch.zeros_like(tok_adv))

@@ -16,6 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 OPTIONS_ENV = "RANK_GRPO_PLUGIN_OPTIONS"
 PREFIX = "rank_grpo"
+SEPARATORS = ("end", "start")  # --rank_grpo.separator: see rank_grpo_plugin.ranks
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class RankGRPOOptions:
     adv_scale: str = "group"
     adv_eps: float = 1e-4
     loss_agg: str = "token_mean"
+    separator: str = "end"
     per_rank_metrics: bool = True
 
     def to_json(self) -> str:
@@ -84,6 +86,8 @@ class RankGRPOOptions:
             found.append(f"--{PREFIX}.year_tolerance must be >= 0, got {self.year_tolerance}")
         if not self.adv_eps > 0:
             found.append(f"--{PREFIX}.adv_eps must be > 0, got {self.adv_eps}")
+        if self.separator not in SEPARATORS:
+            found.append(f"--{PREFIX}.separator must be one of {list(SEPARATORS)}, got {self.separator!r}")
         if self.catalog and not os.path.isfile(self.catalog):
             found.append(f"--{PREFIX}.catalog {self.catalog}: no such file")
         elif self.catalog:
@@ -138,6 +142,10 @@ def option_flags() -> List[Tuple[str, dict]]:
         ("loss_agg", dict(type=str, default=d.loss_agg, choices=LOSS_AGGREGATIONS.names(),
                           help="rank_grpo loss aggregation: token_mean (global token mean, like OpenRLHF's "
                                "token-mean) or rank_mean (mean over (sequence, rank) units)")),
+        ("separator", dict(type=str, default=d.separator, choices=list(SEPARATORS),
+                           help="rank of a token holding a newline, for its advantage and importance ratio: the "
+                                "item it ends (default 'end') or the item it starts ('start': the choice to go on "
+                                "after item k is credited with item k+1, not with item k)")),
         ("per_rank_metrics", dict(type=_bool, default=d.per_rank_metrics, metavar="{true,false}",
                                   help="log reward/advantage/hit rate per rank (default true)")),
     ]

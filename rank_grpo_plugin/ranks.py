@@ -5,6 +5,11 @@ split on "\\n" with nothing collapsed, exactly as :func:`rank_grpo_plugin.recsys
 In token space the rank of a token is the number of "\\n" characters decoded by the completion tokens strictly
 before it, so a token that contains a newline (``"\\n"``, ``")\\n"``, ``"\\n\\n"``) belongs to the item it ends.
 
+With ``separator="start"`` a token that contains newlines belongs instead to the item it starts (its rank is the
+number of "\\n" up to and including it): the newline after item k is the choice to go on to item k+1 rather than
+stop, and is then credited with item k+1's outcome, not item k's (see ``--rank_grpo.separator``). The text rank of
+every other token is the same in both modes.
+
 The newline table is computed once per tokenizer from its vocabulary; segmentation itself is a gather and a
 cumulative sum, with no decoding and no Python loop over tokens.
 """
@@ -15,7 +20,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-__all__ = ["newline_counts", "rank_ids", "tokenizer_rank_ids", "eos_token_ids", "eos_mask", "num_emitted_items"]
+from .options import SEPARATORS  # ("end", "start"): a newline-bearing token belongs to the item it ends / starts
+
+__all__ = ["SEPARATORS", "newline_counts", "rank_ids", "tokenizer_rank_ids", "eos_token_ids", "eos_mask",
+           "num_emitted_items"]
+
 
 # tokenizer -> {(size, device): table}; the first entry, (n, "cpu"), is the decoded table itself.
 _TABLE_CACHE: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, str], torch.Tensor]]" = weakref.WeakKeyDictionary()
@@ -82,18 +91,23 @@ def newline_counts(
     return table
 
 
-def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.Tensor) -> torch.Tensor:
+def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.Tensor,
+             separator: str = "end") -> torch.Tensor:
     """0-based rank of every completion token.
 
     Args:
         token_ids: LongTensor[B, T], completion tokens (padding anywhere; only masked positions are read).
         mask: Bool/Long/FloatTensor[B, T], 1 on completion tokens, 0 on padding.
         newline_counts: LongTensor[V], from :func:`newline_counts` (any device; moved to ``token_ids``'s).
+        separator: ``"end"``: a newline-bearing token belongs to the item it ends; ``"start"``: to the item it
+            starts (one of :data:`SEPARATORS`).
 
     Returns:
-        LongTensor[B, T]: number of "\\n" in the masked tokens strictly before each token; -1 where mask is 0.
-        Values >= K mean the token is in the overflow (text after the K-th item).
+        LongTensor[B, T]: number of "\\n" in the masked tokens strictly before each token (``"start"``: up to and
+        including it); -1 where mask is 0. Values >= K mean the token is in the overflow (text after the K-th
+        item; with ``"start"`` also the newline that ends item K).
     """
+    _check_separator(separator)
     if token_ids.shape != mask.shape:
         raise ValueError(f"token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} differ in shape")
     if token_ids.dim() != 2:
@@ -109,24 +123,33 @@ def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.
                 f"token id {bad} outside the newline table of size {table.numel()}; "
                 "build it with newline_counts(tokenizer, vocab_size=<model vocab size>)"
             )
-    return _segment(ids, off, table)
+    return _segment(ids, off, table, separator)
 
 
-def _segment(ids: torch.Tensor, off: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+def _check_separator(separator: str) -> None:
+    if separator not in SEPARATORS:
+        raise ValueError(f"separator must be one of {list(SEPARATORS)}, got {separator!r}")
+
+
+def _segment(ids: torch.Tensor, off: torch.Tensor, table: torch.Tensor, separator: str) -> torch.Tensor:
     """The gather + cumsum of :func:`rank_ids` on checked input: ``ids`` LongTensor[B, T] with 0 where ``off``
     (BoolTensor[B, T], True off the mask), every id < ``table.numel()``."""
     nl = table[ids].masked_fill_(off, 0)  # advanced indexing returns a new tensor: in-place is safe
-    before = torch.cumsum(nl, dim=1).sub_(nl)
-    return before.masked_fill_(off, -1)
+    ranks = torch.cumsum(nl, dim=1)
+    if separator == "end":
+        ranks.sub_(nl)
+    return ranks.masked_fill_(off, -1)
 
 
-def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any,
+                       separator: str = "end") -> torch.Tensor:
     """:func:`rank_ids` with the tokenizer's cached newline table, LongTensor[B, T] (-1 off the mask).
 
     Token ids past the tokenizer's size (a padded embedding, or anything a rollout engine may emit) count 0
     newlines instead of failing: the table is widened in steps of 128, so only a few sizes are ever cached.
     One pass over the ids finds both their range and the table size (no second check as in :func:`rank_ids`).
     """
+    _check_separator(separator)
     if token_ids.shape != mask.shape or token_ids.dim() != 2:
         return rank_ids(token_ids, mask, newline_counts(tokenizer))  # raises its shape error
     off = ~mask.bool()
@@ -138,7 +161,7 @@ def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: A
             raise ValueError(f"token id {lo} is negative")
         if table.numel() <= hi:
             table = newline_counts(tokenizer, vocab_size=-(-(hi + 1) // 128) * 128, device=token_ids.device)
-    return _segment(ids, off, table)
+    return _segment(ids, off, table, separator)
 
 
 def eos_token_ids(tokenizer: Any) -> List[int]:
@@ -164,7 +187,7 @@ def num_emitted_items(rank: torch.Tensor, mask: torch.Tensor, eos_mask: torch.Te
     the last newline). A single trailing newline after the last item therefore does not count as an item.
 
     Args:
-        rank: LongTensor[B, T] from :func:`rank_ids`.
+        rank: LongTensor[B, T] from :func:`rank_ids` with ``separator="end"``.
         mask: [B, T] completion mask.
         eos_mask: [B, T], 1 on the EOS token (at most one per row; the first one counts).
 

@@ -90,3 +90,23 @@ def test_shape_errors():
     ids = torch.tensor([[1, 9]])
     with pytest.raises(ValueError, match=r"\[B, 3\]"):
         token_advantages(torch.zeros(1, 2), ids, ids, ids, 3)
+
+
+def test_separator_start_credits_the_newline_with_the_item_it_starts():
+    """Hand example, K = 2, vocabulary A, "\\n", B, <eos>: "A\\nB\\n<eos>" and "A<eos>" (stopped after one item)."""
+    table = torch.tensor([0, 0, 1, 0, 0, 0, 0])  # id 2 is "\n"
+    ids = torch.tensor([[1, 2, 5, 2, 6], [1, 6, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    eos = ids == 6
+    adv = torch.tensor([[0.5, -0.3], [-0.2, 0.4]])
+    end, start = rank_ids(ids, mask, table), rank_ids(ids, mask, table, separator="start")
+    assert end.tolist() == [[0, 0, 1, 1, 2], [0, 0, -1, -1, -1]]
+    assert start.tolist() == [[0, 1, 1, 2, 2], [0, 0, -1, -1, -1]]
+    by_end = token_advantages(adv, end, mask, eos, 2)
+    by_start = token_advantages(adv, start, mask, eos, 2, item_rank_ids=end)
+    # end: each newline carries the item it closes; EOS after exactly K items (+ one trailing newline): +0.1
+    assert by_end.flatten().tolist() == pytest.approx([0.5, 0.5, -0.3, -0.3, 0.1, -0.2, -0.1, 0, 0, 0])
+    # start: the first newline carries item 2's -0.3, the one after item K is overflow (-0.1); EOS shaping unchanged
+    assert by_start.flatten().tolist() == pytest.approx([0.5, -0.3, -0.3, -0.1, 0.1, -0.2, -0.1, 0, 0, 0])
+    with pytest.raises(ValueError, match="separator must be one of"):
+        rank_ids(ids, mask, table, separator="middle")

@@ -35,9 +35,11 @@ def action_tokens(sequences: torch.Tensor, action_mask: torch.Tensor) -> torch.T
     return sequences[:, sequences.shape[1] - action_mask.shape[1]:]
 
 
-def action_rank_ids(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer) -> torch.Tensor:
-    """Rank id of every action token, LongTensor[B, A] (-1 off the mask), on ``sequences``' device."""
-    return tokenizer_rank_ids(action_tokens(sequences, action_mask), action_mask, tokenizer)
+def action_rank_ids(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer,
+                    separator: str = "end") -> torch.Tensor:
+    """Rank id of every action token, LongTensor[B, A] (-1 off the mask), on ``sequences``' device
+    (``separator``: see :func:`rank_grpo_plugin.ranks.rank_ids`)."""
+    return tokenizer_rank_ids(action_tokens(sequences, action_mask), action_mask, tokenizer, separator)
 
 
 def action_eos_mask(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer) -> torch.Tensor:
@@ -125,6 +127,9 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
     width = max(widths)
     device = experiences[0].action_mask.device
     ranks = [action_rank_ids(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
+    # the ranks that receive the advantages (and group the loss's ratios): the same unless --rank_grpo.separator start
+    credit = ranks if opts.separator == "end" else [
+        action_rank_ids(e.sequences, e.action_mask, tokenizer, opts.separator).to(device) for e in experiences]
     eos = [action_eos_mask(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
     masks = [e.action_mask.bool().to(device) for e in experiences]
     kl_coef = float(getattr(experience_maker.kl_ctl, "value", 0.0) or 0.0)
@@ -139,9 +144,10 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
         torch.cat(hits_list, dim=0)[order], rollout(ranks, -1), rollout(masks, False), rollout(eos, False), group,
         config, token_penalty=rollout([-kl_coef * e.kl.float().to(device) for e in experiences], 0.0)
         if kl_as_reward else None,
+        credit_ids=None if credit is ranks else rollout(credit, -1),
     )
     back = indices.to(device)  # rollout row of each concatenated row
-    parts = zip(experiences, ranks, out.token_advantages[back].split(exp_len), out.rank_rewards[back].split(exp_len),
+    parts = zip(experiences, credit, out.token_advantages[back].split(exp_len), out.rank_rewards[back].split(exp_len),
                 out.rank_advantages[back].split(exp_len), out.items_emitted[back].split(exp_len))
     for e, r_ids, tok_adv, r, a, items in parts:
         tok_adv = tok_adv[:, : e.action_mask.shape[1]].to(e.action_mask.device)

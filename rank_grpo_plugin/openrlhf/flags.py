@@ -235,7 +235,8 @@ def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPO
         set_arg(ns, "actor.eps_clip_low_high", _core_eps())
     propagate_options(opts)
     print(f"[rank_grpo_plugin] Rank-GRPO active: K={opts.num_ranks}, reward={opts.reward_scheme}, "
-          f"policy loss={arg(ns, 'actor.policy_loss_type')}, catalog={opts.catalog}", file=sys.stderr)
+          f"separator={opts.separator}, policy loss={arg(ns, 'actor.policy_loss_type')}, catalog={opts.catalog}",
+          file=sys.stderr)
     return opts
 
 

@@ -48,11 +48,13 @@ class RankGRPOPolicyLoss(nn.Module):
         self.outputs = policy_loss_outputs()  # what the installed release's training step unpacks
 
     def rank_ids(self, experience, action_mask: torch.Tensor) -> torch.Tensor:
-        """LongTensor[B, A]: carried in ``experience.extras`` when the host can carry them, else from the tokens."""
+        """LongTensor[B, A]: carried in ``experience.extras`` when the host can carry them, else from the tokens
+        (with ``--rank_grpo.separator``, as the estimator placed the advantages)."""
         carried = (getattr(experience, "extras", None) or {}).get(RANK_IDS_KEY)
         if carried is not None and carried.shape == action_mask.shape:
             return carried.to(action_mask.device, torch.long)
-        return action_rank_ids(experience.sequences.to(action_mask.device), action_mask, self.tokenizer)
+        return action_rank_ids(experience.sequences.to(action_mask.device), action_mask, self.tokenizer,
+                               self.options.separator)
 
     def forward(
         self,

@@ -38,12 +38,13 @@ PROMPTS = ["<|im_start|>user\nrecommend like Best in Show<|im_end|>\n<|im_start|
 
 
 @pytest.fixture
-def args(helpers, catalog_path, monkeypatch):
+def args(helpers, catalog_path, monkeypatch, request):
     monkeypatch.delenv("RANK_GRPO_PLUGIN_OPTIONS", raising=False)
+    separator = getattr(request, "param", "end")  # tests parametrised indirectly over --rank_grpo.separator
     return helpers.run_cli(helpers.base_argv + [
         "--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", catalog_path,
         "--rank_grpo.num_ranks", str(K), "--rollout.n_samples_per_prompt", str(GROUP),
-        "--rollout.micro_batch_size", "3", "--algo.kl.init_coef", "0",
+        "--rollout.micro_batch_size", "3", "--algo.kl.init_coef", "0", "--rank_grpo.separator", separator,
     ])
 
 
@@ -64,9 +65,11 @@ def _maker(args, tokenizer, helpers, kl=0.0):
                                  tokenizer)
 
 
-def _prefix_ranks(tokenizer, ids):
-    """Independent reference: rank of token t = number of "\\n" in the decoded text of the tokens before it."""
-    return [tokenizer.decode(ids[:t], skip_special_tokens=False).count("\n") for t in range(len(ids))]
+def _prefix_ranks(tokenizer, ids, separator="end"):
+    """Independent reference: rank of token t = number of "\\n" in the decoded text of the tokens before it
+    (``separator="start"``: of the tokens up to and including it)."""
+    upto = 1 if separator == "start" else 0
+    return [tokenizer.decode(ids[:t + upto], skip_special_tokens=False).count("\n") for t in range(len(ids))]
 
 
 def _expected_rank_adv(rollout_samples, opts):
@@ -101,18 +104,22 @@ def test_patch_or_registry_in_place(expect_registry):
         assert status["openrlhf.trainer.ppo_utils.experience_maker:RemoteExperienceMaker.compute_advantages_and_returns"] == "patched"
 
 
+@pytest.mark.parametrize("args", ["end", "start"], indirect=True)
 def test_real_compute_advantages_places_rank_advantages_on_tokens(args, tokenizer, helpers, rollout):
+    """Each token gets the advantage of its rank by the decode reference; with --rank_grpo.separator start the
+    newline after item k gets item k+1's (and the one after item K the overflow penalty); EOS shaping unchanged."""
     rollout_samples, opts = rollout
     want_adv, hits = _expected_rank_adv(rollout_samples, opts)
     assert hits.sum() > 0 and (hits.sum(0) < GROUP * 2).all()
     experiences = _run(_maker(args, tokenizer, helpers), rollout_samples)
-    checked = 0
+    checked = moved = 0
     for exp in experiences:
         for row, idx in enumerate(exp.index):
             mask = exp.action_mask[row].bool()
             tokens = exp.sequences[row, -exp.action_mask.shape[1]:][mask].tolist()
             adv = exp.advantages[row][mask]
-            ranks = _prefix_ranks(tokenizer, tokens)
+            ranks = _prefix_ranks(tokenizer, tokens, opts.separator)
+            moved += sum(a != b for a, b in zip(ranks, _prefix_ranks(tokenizer, tokens)))
             has_eos = tokens[-1] == tokenizer.eos_token_id
             for t, (tok, r) in enumerate(zip(tokens, ranks)):
                 if has_eos and t == len(tokens) - 1:
@@ -130,6 +137,7 @@ def test_real_compute_advantages_places_rank_advantages_on_tokens(args, tokenize
             assert exp.info["rank_grpo/adv_r01"][row].item() == pytest.approx(want_adv[idx, 0].item())
         assert exp.kl is None and torch.equal(exp.returns, exp.advantages)
     assert checked > 100
+    assert (moved > 20) == (opts.separator == "start")  # every newline-bearing token changed rank, and only those
 
 
 def test_kl_as_reward_is_a_return_to_go(args, tokenizer, helpers, rollout):
