@@ -66,7 +66,7 @@ def token_advantages(
     overflow_penalty: float = -0.1,
     early_stop_penalty: float = -0.1,
     eos_bonus: float = 0.1,
-    item_rank_ids: Optional[torch.Tensor] = None,
+    credit_ids: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Place per-rank advantages on tokens and add the length shaping.
 
@@ -80,8 +80,9 @@ def token_advantages(
         early_stop_penalty: advantage of the EOS token when fewer than K items were emitted.
         eos_bonus: advantage of the EOS token when exactly K items were emitted and nothing followed
             (a single trailing newline after item K is not an item, see :func:`num_emitted_items`).
-        item_rank_ids: LongTensor[B, T] with ``separator="end"``, to count the items emitted, when ``rank_ids``
-            places the advantages another way (``separator="start"``); default ``rank_ids``.
+        credit_ids: optional LongTensor[B, T], the rank whose advantage each token receives when it differs from
+            ``rank_ids`` (``rank_ids(..., separator="start")``: a newline goes to the item it starts); ``rank_ids``
+            (``separator="end"``) still counts the items emitted.
 
     Returns:
         FloatTensor[B, T] (float32): A_k on tokens of rank k < K, the shaping values described above, 0 on
@@ -89,17 +90,18 @@ def token_advantages(
     """
     if rank_adv.dim() != 2 or rank_adv.shape[1] != num_ranks:
         raise ValueError(f"rank_adv must be [B, {num_ranks}], got {tuple(rank_adv.shape)}")
-    if rank_ids.shape != mask.shape or eos_mask.shape != mask.shape:
-        raise ValueError("rank_ids, mask and eos_mask must have the same [B, T] shape")
+    place = rank_ids if credit_ids is None else credit_ids
+    if rank_ids.shape != mask.shape or eos_mask.shape != mask.shape or place.shape != mask.shape:
+        raise ValueError("rank_ids, credit_ids, mask and eos_mask must have the same [B, T] shape")
     m = mask.bool()
     eos = eos_mask.bool() & m
-    in_list = m & (rank_ids >= 0) & (rank_ids < num_ranks)
-    idx = rank_ids.clamp(min=0, max=num_ranks - 1)
+    in_list = m & (place >= 0) & (place < num_ranks)
+    idx = place.clamp(min=0, max=num_ranks - 1)
     adv = torch.gather(rank_adv.to(torch.float32), 1, idx)
     out = torch.where(in_list, adv, torch.zeros_like(adv))
-    out = torch.where(m & (rank_ids >= num_ranks), torch.full_like(out, overflow_penalty), out)
+    out = torch.where(m & (place >= num_ranks), torch.full_like(out, overflow_penalty), out)
 
-    items = num_emitted_items(rank_ids if item_rank_ids is None else item_rank_ids, m, eos).unsqueeze(1)  # [B, 1]; -1: no EOS
+    items = num_emitted_items(rank_ids, m, eos).unsqueeze(1)  # [B, 1]; -1 when no EOS
     eos_value = torch.where(
         items == num_ranks,
         torch.full_like(out[:, :1], eos_bonus),

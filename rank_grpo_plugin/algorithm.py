@@ -108,9 +108,8 @@ def rank_grpo_advantages(
     rewards = rank_rewards(hits.to(device=device, dtype=torch.float32), config.reward_scheme, config.gamma)
     adv = rank_advantages(rewards, group_size, scale=config.adv_scale, eps=config.adv_eps)
     tok_adv = token_advantages(
-        adv, rank_ids if credit_ids is None else credit_ids, m, eos_mask, k, overflow_penalty=config.overflow_penalty,
-        early_stop_penalty=config.early_stop_penalty, eos_bonus=config.eos_bonus,
-        item_rank_ids=None if credit_ids is None else rank_ids,
+        adv, rank_ids, m, eos_mask, k, overflow_penalty=config.overflow_penalty,
+        early_stop_penalty=config.early_stop_penalty, eos_bonus=config.eos_bonus, credit_ids=credit_ids,
     )
     if token_penalty is not None:
         penalty = torch.where(m, token_penalty.to(device=device, dtype=torch.float32), torch.zeros_like(tok_adv))

@@ -16,14 +16,14 @@ cumulative sum, with no decoding and no Python loop over tokens.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .options import SEPARATORS  # ("end", "start"): a newline-bearing token belongs to the item it ends / starts
 
-__all__ = ["SEPARATORS", "newline_counts", "rank_ids", "tokenizer_rank_ids", "eos_token_ids", "eos_mask",
-           "num_emitted_items"]
+__all__ = ["SEPARATORS", "newline_counts", "rank_ids", "tokenizer_rank_ids", "tokenizer_segmentations",
+           "eos_token_ids", "eos_mask", "num_emitted_items"]
 
 
 # tokenizer -> {(size, device): table}; the first entry, (n, "cpu"), is the decoded table itself.
@@ -107,11 +107,7 @@ def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.
         including it); -1 where mask is 0. Values >= K mean the token is in the overflow (text after the K-th
         item; with ``"start"`` also the newline that ends item K).
     """
-    _check_separator(separator)
-    if token_ids.shape != mask.shape:
-        raise ValueError(f"token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} differ in shape")
-    if token_ids.dim() != 2:
-        raise ValueError(f"token_ids must be [B, T], got {tuple(token_ids.shape)}")
+    _check_input(token_ids, mask, (separator,))
     off = ~mask.bool()
     table = newline_counts.to(device=token_ids.device, dtype=torch.long)
     ids = token_ids.masked_fill(off, 0)
@@ -123,22 +119,26 @@ def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.
                 f"token id {bad} outside the newline table of size {table.numel()}; "
                 "build it with newline_counts(tokenizer, vocab_size=<model vocab size>)"
             )
-    return _segment(ids, off, table, separator)
+    return _segment(ids, off, table, (separator,))[0]
 
 
-def _check_separator(separator: str) -> None:
-    if separator not in SEPARATORS:
-        raise ValueError(f"separator must be one of {list(SEPARATORS)}, got {separator!r}")
+def _check_input(token_ids: torch.Tensor, mask: torch.Tensor, separators: Sequence[str]) -> None:
+    for separator in separators:
+        if separator not in SEPARATORS:
+            raise ValueError(f"separator must be one of {list(SEPARATORS)}, got {separator!r}")
+    if token_ids.shape != mask.shape:
+        raise ValueError(f"token_ids {tuple(token_ids.shape)} and mask {tuple(mask.shape)} differ in shape")
+    if token_ids.dim() != 2:
+        raise ValueError(f"token_ids must be [B, T], got {tuple(token_ids.shape)}")
 
 
-def _segment(ids: torch.Tensor, off: torch.Tensor, table: torch.Tensor, separator: str) -> torch.Tensor:
-    """The gather + cumsum of :func:`rank_ids` on checked input: ``ids`` LongTensor[B, T] with 0 where ``off``
-    (BoolTensor[B, T], True off the mask), every id < ``table.numel()``."""
+def _segment(ids: torch.Tensor, off: torch.Tensor, table: torch.Tensor,
+             separators: Sequence[str]) -> Tuple[torch.Tensor, ...]:
+    """The gather + cumsum of :func:`rank_ids` on checked input, once for all ``separators``: ``ids``
+    LongTensor[B, T] with 0 where ``off`` (BoolTensor[B, T], True off the mask), every id < ``table.numel()``."""
     nl = table[ids].masked_fill_(off, 0)  # advanced indexing returns a new tensor: in-place is safe
-    ranks = torch.cumsum(nl, dim=1)
-    if separator == "end":
-        ranks.sub_(nl)
-    return ranks.masked_fill_(off, -1)
+    upto = torch.cumsum(nl, dim=1)  # "start": newlines up to and including the token; "end": strictly before
+    return tuple((upto - nl if sep == "end" else upto.clone()).masked_fill_(off, -1) for sep in separators)
 
 
 def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any,
@@ -149,9 +149,14 @@ def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: A
     newlines instead of failing: the table is widened in steps of 128, so only a few sizes are ever cached.
     One pass over the ids finds both their range and the table size (no second check as in :func:`rank_ids`).
     """
-    _check_separator(separator)
-    if token_ids.shape != mask.shape or token_ids.dim() != 2:
-        return rank_ids(token_ids, mask, newline_counts(tokenizer))  # raises its shape error
+    return tokenizer_segmentations(token_ids, mask, tokenizer, (separator,))[0]
+
+
+def tokenizer_segmentations(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any,
+                            separators: Sequence[str] = SEPARATORS) -> Tuple[torch.Tensor, ...]:
+    """:func:`tokenizer_rank_ids` for several ``separators`` from one gather of the newline table: a tuple of
+    LongTensor[B, T], one per separator, in their order (e.g. ``"end"`` to count items, ``"start"`` to credit)."""
+    _check_input(token_ids, mask, separators)
     off = ~mask.bool()
     ids = token_ids.masked_fill(off, 0)
     table = newline_counts(tokenizer, device=token_ids.device)  # cached: no tokenizer call after the first
@@ -161,7 +166,7 @@ def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: A
             raise ValueError(f"token id {lo} is negative")
         if table.numel() <= hi:
             table = newline_counts(tokenizer, vocab_size=-(-(hi + 1) // 128) * 128, device=token_ids.device)
-    return _segment(ids, off, table, separator)
+    return _segment(ids, off, table, separators)
 
 
 def eos_token_ids(tokenizer: Any) -> List[int]:

@@ -103,7 +103,7 @@ def test_separator_start_credits_the_newline_with_the_item_it_starts():
     assert end.tolist() == [[0, 0, 1, 1, 2], [0, 0, -1, -1, -1]]
     assert start.tolist() == [[0, 1, 1, 2, 2], [0, 0, -1, -1, -1]]
     by_end = token_advantages(adv, end, mask, eos, 2)
-    by_start = token_advantages(adv, start, mask, eos, 2, item_rank_ids=end)
+    by_start = token_advantages(adv, end, mask, eos, 2, credit_ids=start)
     # end: each newline carries the item it closes; EOS after exactly K items (+ one trailing newline): +0.1
     assert by_end.flatten().tolist() == pytest.approx([0.5, 0.5, -0.3, -0.3, 0.1, -0.2, -0.1, 0, 0, 0])
     # start: the first newline carries item 2's -0.3, the one after item K is overflow (-0.1); EOS shaping unchanged

@@ -163,3 +163,17 @@ def test_real_sample_completions_segment_like_the_reward(bpe_tokenizer, reddit_r
     for row, text in enumerate(texts):
         n_lines = len(split_ranks(text))
         assert got[row].max().item() == n_lines - 1 == 19
+
+
+def test_tokenizer_segmentations_match_rank_ids_in_each_mode():
+    from rank_grpo_plugin.ranks import tokenizer_segmentations
+
+    tok = _CountingTokenizer(["a", "\n", ")\n", "\n\n", "b"])
+    ids = torch.tensor([[0, 2, 4, 3, 0, 1], [3, 0, 1, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    end, start = tokenizer_segmentations(ids, mask, tok, ("end", "start"))
+    table = newline_counts(tok)
+    assert end.tolist() == rank_ids(ids, mask, table).tolist() == [[0, 0, 1, 1, 3, 3], [0, 2, 2, -1, -1, -1]]
+    assert start.tolist() == rank_ids(ids, mask, table, "start").tolist() == [[0, 1, 1, 3, 3, 4], [2, 2, 3, -1, -1, -1]]
+    with pytest.raises(ValueError, match="separator must be one of"):
+        tokenizer_segmentations(ids, mask, tok, ("end", "middle"))

@@ -22,7 +22,7 @@ import torch
 from rank_grpo_plugin.algorithm import RecipeConfig, rank_grpo_advantages
 from rank_grpo_plugin.data import parse_label
 from rank_grpo_plugin.options import RankGRPOOptions
-from rank_grpo_plugin.ranks import eos_mask, tokenizer_rank_ids
+from rank_grpo_plugin.ranks import eos_mask, tokenizer_rank_ids, tokenizer_segmentations
 
 from .reward import LABEL_ERROR_KEY, hit_keys
 
@@ -126,10 +126,12 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
     widths = [e.action_mask.shape[1] for e in experiences]
     width = max(widths)
     device = experiences[0].action_mask.device
-    ranks = [action_rank_ids(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
-    # the ranks that receive the advantages (and group the loss's ratios): the same unless --rank_grpo.separator start
-    credit = ranks if opts.separator == "end" else [
-        action_rank_ids(e.sequences, e.action_mask, tokenizer, opts.separator).to(device) for e in experiences]
+    # "end" ranks count the items; the --rank_grpo.separator ranks receive the advantages (and group the loss's
+    # ratios): both from one gather of the newline table, the same tensor when the separator is "end"
+    seps = ("end",) if opts.separator == "end" else ("end", opts.separator)
+    segs = [tokenizer_segmentations(action_tokens(e.sequences, e.action_mask), e.action_mask, tokenizer, seps)
+            for e in experiences]
+    ranks, credit = [s[0].to(device) for s in segs], [s[-1].to(device) for s in segs]
     eos = [action_eos_mask(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
     masks = [e.action_mask.bool().to(device) for e in experiences]
     kl_coef = float(getattr(experience_maker.kl_ctl, "value", 0.0) or 0.0)
@@ -144,7 +146,7 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
         torch.cat(hits_list, dim=0)[order], rollout(ranks, -1), rollout(masks, False), rollout(eos, False), group,
         config, token_penalty=rollout([-kl_coef * e.kl.float().to(device) for e in experiences], 0.0)
         if kl_as_reward else None,
-        credit_ids=None if credit is ranks else rollout(credit, -1),
+        credit_ids=None if opts.separator == "end" else rollout(credit, -1),
     )
     back = indices.to(device)  # rollout row of each concatenated row
     parts = zip(experiences, credit, out.token_advantages[back].split(exp_len), out.rank_rewards[back].split(exp_len),
