@@ -2,7 +2,8 @@
 
 Public API (stable names; see README):
 
-    newline_counts, rank_ids, rank_rewards, rank_advantages, token_advantages, rank_policy_loss,
+    newline_counts, rank_ids, rank_rewards, list_returns, rank_advantages, level_advantages, token_advantages,
+    rank_policy_loss,
     rank_grpo_advantages (the whole recipe, rank_grpo_plugin.algorithm),
     Catalog, catalog_hits, parse_line, normalize_title, recall_at_k, ndcg_at_k
 
@@ -20,12 +21,16 @@ _EXPORTS = {
     "num_emitted_items": ".ranks",
     "rank_rewards": ".rewards",
     "REWARD_SCHEMES": ".rewards",
+    "list_returns": ".rewards",
+    "LIST_RETURNS": ".rewards",
     "rank_advantages": ".advantages",
+    "level_advantages": ".advantages",
+    "ADVANTAGE_LEVELS": ".advantages",
     "token_advantages": ".advantages",
     "ADVANTAGE_SCALES": ".advantages",
     "rank_policy_loss": ".loss",
     "rank_grpo_advantages": ".algorithm",
-    "RecipeConfig": ".algorithm",
+    "RecipeConfig": ".config",
     "LOSS_AGGREGATIONS": ".loss",
     "Catalog": ".recsys.catalog",
     "CatalogError": ".recsys.catalog",

@@ -6,26 +6,11 @@ from typing import Dict, Tuple
 import torch
 
 from ._registry import Registry
+from .config import DEFAULT_RECIPE, EPS_HIGH, EPS_LOW
 
-__all__ = ["LOSS_AGGREGATIONS", "rank_log_ratio", "rank_policy_loss"]
+__all__ = ["LOSS_AGGREGATIONS", "rank_policy_loss"]
 
 LOSS_AGGREGATIONS: Registry = Registry("loss aggregation")
-
-
-def _bins(rank_ids: torch.Tensor, mask: torch.Tensor, num_ranks: int) -> torch.Tensor:
-    """Bin index per token: rank k < K -> k, every overflow token -> K, padding -> K + 1 (discarded)."""
-    return rank_ids.clamp(min=0, max=num_ranks).masked_fill_(~mask, num_ranks + 1)
-
-
-def _units(log_probs, old_log_probs, rank_ids, m, num_ranks):
-    """(mean log-ratio [B, K+2] float32, token count [B, K+2], bins [B, T]); column K+1 collects the padding
-    (log-ratio 0, dropped by the callers)."""
-    b = log_probs.shape[0]
-    bins = _bins(rank_ids, m, num_ranks)
-    diff = (log_probs.float() - old_log_probs.float()).masked_fill(~m, 0.0)
-    sums = diff.new_zeros(b, num_ranks + 2).scatter_add(1, bins, diff)
-    counts = diff.new_zeros(b, num_ranks + 2).scatter_add_(1, bins, m.to(diff.dtype))
-    return sums / counts.clamp(min=1.0), counts, bins
 
 
 # Layout of the flat per-unit accumulators of rank_policy_loss: [B, _LANES, _CLASSES, K+1].
@@ -104,29 +89,6 @@ class _RankSurrogate(torch.autograd.Function):
         return cell.view(-1).index_select(0, idx), None, None, None, None, None, None
 
 
-def rank_log_ratio(
-    log_probs: torch.Tensor,
-    old_log_probs: torch.Tensor,
-    rank_ids: torch.Tensor,
-    mask: torch.Tensor,
-    num_ranks: int,
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean token log-ratio of every (sequence, rank) unit.
-
-    Args:
-        log_probs, old_log_probs: FloatTensor[B, T] of the sampled tokens under the current / behaviour policy.
-        rank_ids: LongTensor[B, T] (-1 on padding, >= K in the overflow).
-        mask: [B, T] completion mask.
-        num_ranks: K. Overflow tokens share one extra bin, index K.
-
-    Returns:
-        (unit_log_ratio FloatTensor[B, K+1] float32, unit_count FloatTensor[B, K+1], bins LongTensor[B, T]).
-        Units with no tokens have log-ratio 0 and count 0. Gradients flow into ``log_probs``.
-    """
-    unit, counts, bins = _units(log_probs, old_log_probs, rank_ids, mask.bool(), num_ranks)
-    return unit[:, : num_ranks + 1], counts[:, : num_ranks + 1], bins
-
-
 @LOSS_AGGREGATIONS.register("token_mean")
 def _token_mean(unit_loss: torch.Tensor, unit_count: torch.Tensor) -> torch.Tensor:
     """Sum over masked tokens / number of masked tokens in the batch."""
@@ -147,9 +109,9 @@ def rank_policy_loss(
     rank_ids: torch.Tensor,
     mask: torch.Tensor,
     num_ranks: int,
-    eps_low: float = 0.06,
-    eps_high: float = 0.08,
-    agg: str = "token_mean",
+    eps_low: float = EPS_LOW,
+    eps_high: float = EPS_HIGH,
+    agg: str = DEFAULT_RECIPE.loss_agg,
     rank_stats: bool = True,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Rank-GRPO's clipped surrogate with a per-rank geometric-mean importance ratio.
@@ -170,7 +132,10 @@ def rank_policy_loss(
         old_log_probs: FloatTensor[B, T] (behaviour policy; no grad).
         advantages: FloatTensor[B, T] from :func:`rank_grpo_plugin.token_advantages` (or as normalised by the
             trainer: any values; padding is ignored whatever it holds).
-        rank_ids: integer Tensor[B, T] (LongTensor or IntTensor; values on padding are ignored).
+        rank_ids: integer Tensor[B, T] (LongTensor or IntTensor; values on padding are ignored). A token with a
+            negative rank id is left out like padding (:func:`rank_grpo_plugin.rank_ids` gives -1 off its mask,
+            e.g. after the first EOS when segmented on :func:`rank_grpo_plugin.ranks.through_first_eos`). Units
+            are formed by value: the ids need not be sorted within a row.
         mask: [B, T] completion mask (bool, or any dtype: nonzero = token).
         num_ranks: K.
         eps_low, eps_high: clip range [1 - eps_low, 1 + eps_high].
@@ -199,7 +164,7 @@ def rank_policy_loss(
         raise ValueError(f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}")
     aggregate = LOSS_AGGREGATIONS.get(agg)
     b = log_probs.shape[0]
-    idx = _unit_index(rank_ids, advantages, mask.bool(), num_ranks)
+    idx = _unit_index(rank_ids, advantages, mask.bool() & (rank_ids >= 0), num_ranks)
     diff = log_probs.float() - old_log_probs.float()
     unit_loss, sums, cnt, counts, w, pos, neg = _RankSurrogate.apply(
         diff.view(-1), advantages.reshape(-1), idx, b, num_ranks + 1, 1.0 - eps_low, 1.0 + eps_high

@@ -1,9 +1,11 @@
-"""The Rank-GRPO options (``--rank_grpo.*`` on a host's launcher): one dataclass with its defaults, its argparse
-flags (:func:`option_flags`), its own checks (:meth:`RankGRPOOptions.problems`), and its transport: read from a
-parsed namespace (nested or flat, e.g. OpenRLHF's args in the driver, trainer and policy actors) or from the
+"""The Rank-GRPO options (``--rank_grpo.*`` on a host's launcher): the recipe's hyper-parameters
+(:class:`rank_grpo_plugin.config.RecipeConfig`, where every default is declared) plus what a run needs besides, their
+argparse flags (:func:`option_flags`), their checks (:meth:`RankGRPOOptions.problems`), and their transport: read from
+a parsed namespace (nested or flat, e.g. OpenRLHF's args in the driver, trainer and policy actors) or from the
 ``RANK_GRPO_PLUGIN_OPTIONS`` environment variable (processes that never see the args, e.g. vLLM rollout actors).
 
-Standard library only (the registries named in the flags' ``choices`` are imported when the flags are built).
+This module sits above the core: it imports the core's registries (lazily, so that importing it stays cheap) to
+check names and build the flags' choices; nothing in the core imports it.
 """
 from __future__ import annotations
 
@@ -14,25 +16,20 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, List, Optional, Tuple
 
+from .config import RecipeConfig
+
 OPTIONS_ENV = "RANK_GRPO_PLUGIN_OPTIONS"
 PREFIX = "rank_grpo"
-SEPARATORS = ("end", "start")  # --rank_grpo.separator: see rank_grpo_plugin.ranks
 
 
 @dataclass(frozen=True)
-class RankGRPOOptions:
+class RankGRPOOptions(RecipeConfig):
+    """:class:`RecipeConfig` plus ``catalog`` (path of the item catalog of the plugin's reward),
+    ``year_tolerance`` (max |year difference| of a ground-truth match) and ``per_rank_metrics`` (log per-rank
+    reward / advantage / hit rate)."""
+
     catalog: Optional[str] = None
-    num_ranks: int = 20
-    reward_scheme: str = "exp_inf"
-    gamma: Optional[float] = None
     year_tolerance: int = 2
-    overflow_penalty: float = -0.1
-    early_stop_penalty: float = -0.1
-    eos_bonus: float = 0.1
-    adv_scale: str = "group"
-    adv_eps: float = 1e-4
-    loss_agg: str = "token_mean"
-    separator: str = "end"
     per_rank_metrics: bool = True
 
     def to_json(self) -> str:
@@ -86,8 +83,9 @@ class RankGRPOOptions:
             found.append(f"--{PREFIX}.year_tolerance must be >= 0, got {self.year_tolerance}")
         if not self.adv_eps > 0:
             found.append(f"--{PREFIX}.adv_eps must be > 0, got {self.adv_eps}")
-        if self.separator not in SEPARATORS:
-            found.append(f"--{PREFIX}.separator must be one of {list(SEPARATORS)}, got {self.separator!r}")
+        for name, valid in _choices().items():
+            if getattr(self, name) not in valid:
+                found.append(f"--{PREFIX}.{name} must be one of {valid}, got {getattr(self, name)!r}")
         if self.catalog and not os.path.isfile(self.catalog):
             found.append(f"--{PREFIX}.catalog {self.catalog}: no such file")
         elif self.catalog:
@@ -112,20 +110,28 @@ def _bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def option_flags() -> List[Tuple[str, dict]]:
-    """``(name, argparse kwargs)`` of every option, for ``parser.add_argument(f"--{PREFIX}.{name}", **kwargs)``."""
-    from .advantages import ADVANTAGE_SCALES
+def _choices() -> dict:
+    """option -> its valid values, from the core's registries (imported here, on first use)."""
+    from .advantages import ADVANTAGE_LEVELS, ADVANTAGE_SCALES
     from .loss import LOSS_AGGREGATIONS
+    from .ranks import SEPARATORS
     from .rewards import REWARD_SCHEMES
 
-    d = DEFAULTS
+    return {"reward_scheme": REWARD_SCHEMES.names(), "advantage_level": ADVANTAGE_LEVELS.names(),
+            "adv_scale": ADVANTAGE_SCALES.names(), "loss_agg": LOSS_AGGREGATIONS.names(),
+            "separator": list(SEPARATORS)}
+
+
+def option_flags() -> List[Tuple[str, dict]]:
+    """``(name, argparse kwargs)`` of every option, for ``parser.add_argument(f"--{PREFIX}.{name}", **kwargs)``."""
+    d, choices = DEFAULTS, _choices()
     return [
         ("catalog", dict(type=str, default=d.catalog, metavar="PATH",
                          help="item catalog (JSONL/JSON/CSV/TSV with title, year); enables the plugin's catalog "
                               "reward automatically when no other reward is given")),
         ("num_ranks", dict(type=int, default=d.num_ranks, metavar="K",
                            help=f"number of ranks K scored per list (default {d.num_ranks})")),
-        ("reward_scheme", dict(type=str, default=d.reward_scheme, choices=REWARD_SCHEMES.names(),
+        ("reward_scheme", dict(type=str, default=d.reward_scheme, choices=choices["reward_scheme"],
                                help=f"per-rank reward (default {d.reward_scheme}; 'exp' needs --{PREFIX}.gamma)")),
         ("gamma", dict(type=float, default=d.gamma, metavar="G", help="discount base > 1 of the 'exp' reward scheme")),
         ("year_tolerance", dict(type=int, default=d.year_tolerance, metavar="N",
@@ -136,13 +142,19 @@ def option_flags() -> List[Tuple[str, dict]]:
                                     help=f"advantage of EOS after fewer than K items (default {d.early_stop_penalty})")),
         ("eos_bonus", dict(type=float, default=d.eos_bonus, metavar="A",
                            help=f"advantage of EOS right after exactly K items (default {d.eos_bonus})")),
-        ("adv_scale", dict(type=str, default=d.adv_scale, choices=ADVANTAGE_SCALES.names(),
+        ("advantage_level", dict(type=str, default=d.advantage_level, choices=choices["advantage_level"],
+                                 help="credit level: 'rank' (default: every rank normalised within the prompt's "
+                                      "group, Rank-GRPO) or 'sequence' (the ablation: one return per list -- the "
+                                      "sum of the per-rank rewards for exp_inf, the rank-1 reward for the look-ahead "
+                                      "schemes -- normalised within the group and given to every token of the "
+                                      "list; same rewards, shaping and loss)")),
+        ("adv_scale", dict(type=str, default=d.adv_scale, choices=choices["adv_scale"],
                            help=f"per-rank group normalisation (default {d.adv_scale})")),
         ("adv_eps", dict(type=float, default=d.adv_eps, metavar="EPS", help=f"added to the group std (default {d.adv_eps})")),
-        ("loss_agg", dict(type=str, default=d.loss_agg, choices=LOSS_AGGREGATIONS.names(),
+        ("loss_agg", dict(type=str, default=d.loss_agg, choices=choices["loss_agg"],
                           help="rank_grpo loss aggregation: token_mean (global token mean, like OpenRLHF's "
                                "token-mean) or rank_mean (mean over (sequence, rank) units)")),
-        ("separator", dict(type=str, default=d.separator, choices=list(SEPARATORS),
+        ("separator", dict(type=str, default=d.separator, choices=choices["separator"],
                            help="rank of a token holding a newline, for its advantage and importance ratio: the "
                                 "item it ends (default 'end') or the item it starts ('start': the choice to go on "
                                 "after item k is credited with item k+1, not with item k)")),

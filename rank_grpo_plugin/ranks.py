@@ -20,10 +20,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .options import SEPARATORS  # ("end", "start"): a newline-bearing token belongs to the item it ends / starts
+from .config import DEFAULT_RECIPE as _D
 
 __all__ = ["SEPARATORS", "newline_counts", "rank_ids", "tokenizer_rank_ids", "tokenizer_segmentations",
-           "eos_token_ids", "eos_mask", "num_emitted_items"]
+           "eos_token_ids", "eos_mask", "through_first_eos", "num_emitted_items"]
+
+# Which item a token holding newlines belongs to: the item it ends ("end") or the item it starts ("start").
+SEPARATORS = ("end", "start")
 
 
 # tokenizer -> {(size, device): table}; the first entry, (n, "cpu"), is the decoded table itself.
@@ -92,7 +95,7 @@ def newline_counts(
 
 
 def rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, newline_counts: torch.Tensor,
-             separator: str = "end") -> torch.Tensor:
+             separator: str = _D.separator) -> torch.Tensor:
     """0-based rank of every completion token.
 
     Args:
@@ -142,7 +145,7 @@ def _segment(ids: torch.Tensor, off: torch.Tensor, table: torch.Tensor,
 
 
 def tokenizer_rank_ids(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any,
-                       separator: str = "end") -> torch.Tensor:
+                       separator: str = _D.separator) -> torch.Tensor:
     """:func:`rank_ids` with the tokenizer's cached newline table, LongTensor[B, T] (-1 off the mask).
 
     Token ids past the tokenizer's size (a padded embedding, or anything a rollout engine may emit) count 0
@@ -183,6 +186,15 @@ def eos_mask(token_ids: torch.Tensor, mask: torch.Tensor, tokenizer: Any) -> tor
     if not ids:
         return torch.zeros_like(mask, dtype=torch.bool)
     return torch.isin(token_ids, torch.tensor(ids, device=token_ids.device)) & mask.bool()
+
+
+def through_first_eos(mask: torch.Tensor, eos_mask: torch.Tensor) -> torch.Tensor:
+    """BoolTensor[B, T]: ``mask`` cut after the first EOS of each row (the EOS itself kept; rows without an EOS
+    keep their whole mask). A completion ends at its first EOS: whatever a host's mask lets through after it
+    (a packed layout, another host's masking) is not part of the list and gets no advantage and no ratio."""
+    m = mask.bool()
+    eos = (eos_mask.bool() & m).long()
+    return m & (torch.cumsum(eos, dim=1) - eos == 0)
 
 
 def num_emitted_items(rank: torch.Tensor, mask: torch.Tensor, eos_mask: torch.Tensor) -> torch.Tensor:

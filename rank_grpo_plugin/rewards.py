@@ -3,6 +3,12 @@
 Every scheme is a pure function ``hits[B, K] -> rewards[B, K]`` registered in :data:`REWARD_SCHEMES`.
 Schemes that look ahead (``log``, ``exp``) are written as one matrix product ``hits @ W`` with an upper-
 triangular ``W[j, k] = w(j, k)`` for ``j >= k``: exact, vectorised, and K x K is tiny (K = 20).
+
+Every scheme also has a *list return* in :data:`LIST_RETURNS`, ``rewards[B, K] -> returns[B]``: the one number
+the sequence-level ablation (``advantage_level="sequence"``) normalises per list. For ``exp_inf`` the per-rank
+rewards are immediate (r_k = rel_k), so the list's return is their sum (the number of hits); for the look-ahead
+schemes r_k is already the return from rank k on, so the list's return is r_1 (for ``log``: DCG@K of the list).
+Summing a look-ahead scheme's r_k instead would count hit j j times and favour late hits.
 """
 from __future__ import annotations
 
@@ -13,9 +19,10 @@ import torch
 
 from ._registry import Registry
 
-__all__ = ["REWARD_SCHEMES", "rank_rewards", "causal_weights"]
+__all__ = ["REWARD_SCHEMES", "LIST_RETURNS", "rank_rewards", "list_returns"]
 
 REWARD_SCHEMES: Registry = Registry("reward scheme")
+LIST_RETURNS: Registry = Registry("list return")
 
 
 def _upper(num_ranks: int):
@@ -46,15 +53,6 @@ def _exp_weights(num_ranks: int, gamma: Optional[float] = None) -> torch.Tensor:
 
 
 _WEIGHTS = {"log": _log_weights, "exp": _exp_weights}  # the look-ahead schemes' own weight matrices
-
-
-def causal_weights(num_ranks: int, scheme: str, gamma: Optional[float] = None) -> torch.Tensor:
-    """The matrix W[K, K] (float64) with r = hits @ W of a look-ahead scheme (``log``, ``exp``)."""
-    try:
-        make = _WEIGHTS[scheme]
-    except KeyError:
-        raise ValueError(f"no causal weights for scheme {scheme!r}; look-ahead schemes: {sorted(_WEIGHTS)}") from None
-    return make(num_ranks, gamma)
 
 
 def _look_ahead(scheme: str):
@@ -96,3 +94,34 @@ def rank_rewards(hits: torch.Tensor, scheme: str = "exp_inf", gamma: Optional[fl
     if hits.dim() != 2:
         raise ValueError(f"hits must be [B, K], got shape {tuple(hits.shape)}")
     return fn(hits, gamma=gamma)
+
+
+@LIST_RETURNS.register("exp_inf")
+def _sum_of_ranks(rewards: torch.Tensor) -> torch.Tensor:
+    """sum_k r_k: the immediate per-rank rewards added up (the list's number of hits)."""
+    return rewards.to(torch.float32).sum(dim=1)
+
+
+def _from_first_rank(rewards: torch.Tensor) -> torch.Tensor:
+    """r_1: a look-ahead scheme's reward of rank 1 is already the return of the whole list."""
+    return rewards[:, 0].to(torch.float32).clone()
+
+
+LIST_RETURNS.register("log", _from_first_rank)
+LIST_RETURNS.register("exp", _from_first_rank)
+
+
+def list_returns(rewards: torch.Tensor, scheme: str = "exp_inf") -> torch.Tensor:
+    """One return per list from its per-rank rewards (see the module docstring).
+
+    Args:
+        rewards: FloatTensor[B, K] from :func:`rank_rewards` with the same ``scheme``.
+        scheme: one of :data:`LIST_RETURNS` (the names of :data:`REWARD_SCHEMES`).
+
+    Returns:
+        FloatTensor[B] (float32).
+    """
+    fn = LIST_RETURNS.get(scheme)
+    if rewards.dim() != 2:
+        raise ValueError(f"rewards must be [B, K], got shape {tuple(rewards.shape)}")
+    return fn(rewards)

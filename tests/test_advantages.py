@@ -110,3 +110,31 @@ def test_separator_start_credits_the_newline_with_the_item_it_starts():
     assert by_start.flatten().tolist() == pytest.approx([0.5, -0.3, -0.3, -0.1, 0.1, -0.2, -0.1, 0, 0, 0])
     with pytest.raises(ValueError, match="separator must be one of"):
         rank_ids(ids, mask, table, separator="middle")
+
+
+def test_tokens_after_the_first_eos_get_nothing_and_only_the_first_eos_is_shaped():
+    """[x, "\n", x, EOS, x, EOS], all-ones mask, K = 3: two items then EOS -> -0.1 there, 0 afterwards (the
+    second EOS is not shaped again)."""
+    ids = torch.tensor([[1, 2, 1, 9, 1, 9]])
+    m = torch.ones_like(ids)
+    out = token_advantages(A, rank_ids(ids, m, TABLE), m, (ids == 9).long(), K)
+    assert out[0].tolist() == pytest.approx([10, 10, 20, -0.1, 0, 0])
+
+
+def test_through_first_eos_keeps_rows_without_eos_whole():
+    from rank_grpo_plugin.ranks import through_first_eos
+
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]])
+    eos = torch.tensor([[0, 1, 0, 1, 0], [0, 0, 0, 0, 0], [0, 0, 1, 0, 0]])  # row 2: an "EOS" on padding
+    assert through_first_eos(mask, eos).long().tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
+
+
+def test_level_advantages_rank_is_rank_advantages_and_sequence_broadcasts_the_list_advantage():
+    from rank_grpo_plugin.advantages import level_advantages
+
+    r = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])  # 2 prompts, G = 2
+    torch.testing.assert_close(level_advantages(r, 2, "rank"), rank_advantages(r, 2))
+    seq = level_advantages(r, 2, "sequence", scale="none")  # returns 2, 1 | 1, 1
+    assert seq.tolist() == [[0.5] * 3, [-0.5] * 3, [0.0] * 3, [0.0] * 3]
+    with pytest.raises(ValueError, match="valid names: rank, sequence"):
+        level_advantages(r, 2, "token")

@@ -315,3 +315,38 @@ def test_sequences_of_2_pow_24_tokens_are_refused():
     big = torch.zeros(1, 1 << 24)
     with pytest.raises(ValueError, match="2\\*\\*24"):
         rank_policy_loss(big, big, big, big.long(), big, K)
+
+
+def test_units_are_formed_by_rank_id_value_not_position():
+    """Rank ids not sorted within a row ([1, 0, 1, 0, 2]): the loss and gradient are those of the sorted row with
+    the same per-token values permuted alike, and equal the float64 per-token reference."""
+    g = torch.Generator().manual_seed(7)
+    lp0 = torch.randn(2, 5, generator=g) * 0.1
+    old = torch.randn(2, 5, generator=g) * 0.1
+    adv = torch.randn(2, 5, generator=g)
+    ranks = torch.tensor([[1, 0, 1, 0, 2], [2, 2, 0, 1, 0]])
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    perm = torch.argsort(ranks, dim=1, stable=True)
+    take = lambda x: torch.gather(x, 1, perm)  # noqa: E731
+    lp, lp_sorted = lp0.clone().requires_grad_(True), take(lp0).requires_grad_(True)
+    loss, _ = rank_policy_loss(lp, old, adv, ranks, mask, K)
+    loss_sorted, _ = rank_policy_loss(lp_sorted, take(old), take(adv), take(ranks), mask, K)
+    loss.backward()
+    loss_sorted.backward()
+    assert loss.item() == pytest.approx(loss_sorted.item(), rel=1e-6)
+    assert torch.allclose(take(lp.grad), lp_sorted.grad, atol=1e-7)
+    ref, _ = _token_level_reference64(lp0.double(), old, adv, ranks, mask, K, 0.06, 0.08)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_negative_rank_ids_are_left_out_like_padding():
+    """A token inside the mask with rank id -1 (after the first EOS, segmented on the list mask) enters neither
+    a unit's ratio nor the token count."""
+    lp = torch.tensor([[0.1, 0.3, 0.0, 5.0]], requires_grad=True)
+    adv = torch.tensor([[1.0, 1.0, -2.0, 9.0]])
+    mask = torch.ones(1, 4)
+    loss, stats = rank_policy_loss(lp, torch.zeros(1, 4), adv, torch.tensor([[0, 0, 1, -1]]), mask, K)
+    cut, cut_stats = rank_policy_loss(lp, torch.zeros(1, 4), adv, torch.tensor([[0, 0, 1, -1]]),
+                                      torch.tensor([[1, 1, 1, 0]]), K)
+    assert loss.item() == pytest.approx(cut.item()) == pytest.approx((-1.08 - 1.08 + 2.0) / 3, rel=1e-6)
+    assert stats["tokens"].item() == 3

@@ -49,3 +49,16 @@ def test_errors_list_valid_names_and_check_gamma():
     with pytest.raises(ValueError, match=r"\[B, K\]"):
         rank_rewards(torch.ones(4))
     assert REWARD_SCHEMES.names() == ["exp", "exp_inf", "log"]
+
+
+def test_list_returns_sum_exp_inf_and_take_rank1_of_the_look_ahead_schemes():
+    from rank_grpo_plugin.rewards import LIST_RETURNS, REWARD_SCHEMES, list_returns
+
+    assert LIST_RETURNS.names() == REWARD_SCHEMES.names()  # every scheme has its list return
+    hits = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    assert list_returns(rank_rewards(hits, "exp_inf"), "exp_inf").tolist() == [2.0, 0.0]
+    dcg = 1.0 + 1.0 / math.log2(4)  # hits on ranks 1 and 3
+    assert list_returns(rank_rewards(hits, "log"), "log").tolist() == pytest.approx([dcg, 0.0])
+    assert list_returns(rank_rewards(hits, "exp", 2.0), "exp").tolist() == pytest.approx([1.0 + 0.25, 0.0])
+    with pytest.raises(ValueError, match="unknown list return 'dcg'; valid names: exp, exp_inf, log"):
+        list_returns(hits, "dcg")

@@ -19,10 +19,10 @@ from typing import List
 
 import torch
 
-from rank_grpo_plugin.algorithm import RecipeConfig, rank_grpo_advantages
+from rank_grpo_plugin.algorithm import rank_grpo_advantages
 from rank_grpo_plugin.data import parse_label
 from rank_grpo_plugin.options import RankGRPOOptions
-from rank_grpo_plugin.ranks import eos_mask, tokenizer_rank_ids, tokenizer_segmentations
+from rank_grpo_plugin.ranks import eos_mask, through_first_eos, tokenizer_rank_ids, tokenizer_segmentations
 
 from .reward import LABEL_ERROR_KEY, hit_keys
 
@@ -35,16 +35,23 @@ def action_tokens(sequences: torch.Tensor, action_mask: torch.Tensor) -> torch.T
     return sequences[:, sequences.shape[1] - action_mask.shape[1]:]
 
 
-def action_rank_ids(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer,
-                    separator: str = "end") -> torch.Tensor:
-    """Rank id of every action token, LongTensor[B, A] (-1 off the mask), on ``sequences``' device
-    (``separator``: see :func:`rank_grpo_plugin.ranks.rank_ids`)."""
-    return tokenizer_rank_ids(action_tokens(sequences, action_mask), action_mask, tokenizer, separator)
-
-
 def action_eos_mask(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer) -> torch.Tensor:
     """BoolTensor[B, A]: action tokens that are EOS."""
     return eos_mask(action_tokens(sequences, action_mask), action_mask, tokenizer)
+
+
+def list_mask(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer) -> torch.Tensor:
+    """BoolTensor[B, A]: the action mask up to and including each row's first EOS (the list; OpenRLHF's mask
+    already ends there, this makes it so whatever the host's masking)."""
+    return through_first_eos(action_mask, action_eos_mask(sequences, action_mask, tokenizer))
+
+
+def action_rank_ids(sequences: torch.Tensor, action_mask: torch.Tensor, tokenizer,
+                    separator: str = "end") -> torch.Tensor:
+    """Rank id of every action token, LongTensor[B, A] (-1 off the mask and after the first EOS), on
+    ``sequences``' device (``separator``: see :func:`rank_grpo_plugin.ranks.rank_ids`)."""
+    mask = list_mask(sequences, action_mask, tokenizer)
+    return tokenizer_rank_ids(action_tokens(sequences, action_mask), mask, tokenizer, separator)
 
 
 def _describe(experience, i: int) -> str:
@@ -112,9 +119,8 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
         return experiences
     args = experience_maker.strategy.args
     tokenizer = experience_maker.tokenizer
-    opts = RankGRPOOptions.from_args(args)
-    config = RecipeConfig.from_options(opts)
-    k = config.num_ranks
+    opts = RankGRPOOptions.from_args(args)  # a RecipeConfig: the recipe reads its hyper-parameters from it
+    k = opts.num_ranks
     group = int(args.rollout.n_samples_per_prompt)
 
     hits_list = [_hits_of(e, k) for e in experiences]
@@ -129,11 +135,11 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
     # "end" ranks count the items; the --rank_grpo.separator ranks receive the advantages (and group the loss's
     # ratios): both from one gather of the newline table, the same tensor when the separator is "end"
     seps = ("end",) if opts.separator == "end" else ("end", opts.separator)
-    segs = [tokenizer_segmentations(action_tokens(e.sequences, e.action_mask), e.action_mask, tokenizer, seps)
-            for e in experiences]
+    masks = [list_mask(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
+    segs = [tokenizer_segmentations(action_tokens(e.sequences, e.action_mask), m.to(e.action_mask.device), tokenizer,
+                                    seps) for e, m in zip(experiences, masks)]
     ranks, credit = [s[0].to(device) for s in segs], [s[-1].to(device) for s in segs]
-    eos = [action_eos_mask(e.sequences, e.action_mask, tokenizer).to(device) for e in experiences]
-    masks = [e.action_mask.bool().to(device) for e in experiences]
+    eos = [action_eos_mask(e.sequences, e.action_mask, tokenizer).to(device) & m for e, m in zip(experiences, masks)]
     kl_coef = float(getattr(experience_maker.kl_ctl, "value", 0.0) or 0.0)
     kl_as_reward = kl_coef != 0.0 and not args.algo.kl.use_loss and all(e.kl is not None for e in experiences)
 
@@ -144,18 +150,18 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
 
     out = rank_grpo_advantages(
         torch.cat(hits_list, dim=0)[order], rollout(ranks, -1), rollout(masks, False), rollout(eos, False), group,
-        config, token_penalty=rollout([-kl_coef * e.kl.float().to(device) for e in experiences], 0.0)
+        opts, token_penalty=rollout([-kl_coef * e.kl.float().to(device) for e in experiences], 0.0)
         if kl_as_reward else None,
         credit_ids=None if opts.separator == "end" else rollout(credit, -1),
     )
     back = indices.to(device)  # rollout row of each concatenated row
-    parts = zip(experiences, credit, out.token_advantages[back].split(exp_len), out.rank_rewards[back].split(exp_len),
-                out.rank_advantages[back].split(exp_len), out.items_emitted[back].split(exp_len))
-    for e, r_ids, tok_adv, r, a, items in parts:
+    parts = zip(experiences, credit, *(t[back].split(exp_len) for t in (
+        out.token_advantages, out.rank_rewards, out.rank_advantages, out.returns, out.items_emitted)))
+    for e, r_ids, tok_adv, r, a, ret, items in parts:
         tok_adv = tok_adv[:, : e.action_mask.shape[1]].to(e.action_mask.device)
         e.advantages = tok_adv
         e.returns = tok_adv.clone()
-        e.info["return"] = r.sum(dim=-1)
+        e.info["return"] = ret
         e.info[RANK_INFO_PREFIX + "items_emitted"] = items
         if opts.per_rank_metrics:
             width_k = max(2, len(str(k)))

@@ -8,13 +8,13 @@ of rules (:data:`RULES`); every problem of a command line is reported at once, e
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 from openrlhf_compat import UnsupportedOpenRLHF, arg, require_supported, set_arg
 from rank_grpo_plugin._hooks import on_ray_init
+from rank_grpo_plugin.config import EPS_HIGH, EPS_LOW
 from rank_grpo_plugin.options import OPTIONS_ENV, PREFIX, RankGRPOOptions, option_flags
 
 ESTIMATOR = "rank_grpo"
@@ -63,13 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------------- namespace access
 def _given(argv: Sequence[str], *flags: str) -> bool:
     return any(a == f or a.startswith(f + "=") for a in argv for f in flags)
-
-
-def _core_eps():
-    from rank_grpo_plugin.loss import rank_policy_loss
-
-    params = inspect.signature(rank_policy_loss).parameters
-    return [params["eps_low"].default, params["eps_high"].default]
 
 
 # ------------------------------------------------------------------------------------------------- validation
@@ -232,9 +225,10 @@ def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPO
         set_arg(ns, "rank_grpo.catalog", opts.catalog)
     if run.loss and not _given(argv, "--actor.eps_clip", "--actor.eps_clip_low_high") and \
             arg(ns, "actor.eps_clip_low_high") is None:
-        set_arg(ns, "actor.eps_clip_low_high", _core_eps())
+        set_arg(ns, "actor.eps_clip_low_high", [EPS_LOW, EPS_HIGH])
     propagate_options(opts)
     print(f"[rank_grpo_plugin] Rank-GRPO active: K={opts.num_ranks}, reward={opts.reward_scheme}, "
+          f"advantage level={opts.advantage_level}, "
           f"separator={opts.separator}, policy loss={arg(ns, 'actor.policy_loss_type')}, catalog={opts.catalog}",
           file=sys.stderr)
     return opts

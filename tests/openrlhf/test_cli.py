@@ -31,6 +31,7 @@ def test_both_spellings_parse_and_reach_args(helpers, catalog_path, monkeypatch)
         assert args.reward.remote_url == [plugin_cli.REWARD_FILE]
         assert args.critic.model_name_or_path is None
         assert list(args.actor.eps_clip_low_high) == [0.06, 0.08]  # core defaults when no eps flag is given
+        assert args.rank_grpo.advantage_level == "rank"
         opts = RankGRPOOptions.from_json(os.environ[OPTIONS_ENV])  # what the rollout actors will read
         assert opts.num_ranks == 10 and opts.catalog == os.path.abspath(catalog_path)
 
@@ -91,6 +92,8 @@ def test_catalog_reward_for_a_grpo_baseline(helpers, catalog_path, capsys, monke
         (["--critic.model_name_or_path", "x"], "critic-free"),
         (["--train.agent_func_path", "a.py"], "agent_func_path"),
         (["--rank_grpo.num_ranks", "0"], "num_ranks must be >= 1"),
+        (["--rank_grpo.advantage_level", "list"], "--rank_grpo.advantage_level: invalid choice: 'list' (choose from "
+                                                  "'rank', 'sequence')"),
     ],
 )
 def test_bad_flags_are_clear_errors(helpers, catalog_path, capsys, extra, message):

@@ -40,11 +40,13 @@ PROMPTS = ["<|im_start|>user\nrecommend like Best in Show<|im_end|>\n<|im_start|
 @pytest.fixture
 def args(helpers, catalog_path, monkeypatch, request):
     monkeypatch.delenv("RANK_GRPO_PLUGIN_OPTIONS", raising=False)
-    separator = getattr(request, "param", "end")  # tests parametrised indirectly over --rank_grpo.separator
+    # tests parametrised indirectly: a --rank_grpo.separator value, or a list of extra --rank_grpo.* flags
+    param = getattr(request, "param", "end")
+    extra = ["--rank_grpo.separator", param] if isinstance(param, str) else list(param)
     return helpers.run_cli(helpers.base_argv + [
         "--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", catalog_path,
         "--rank_grpo.num_ranks", str(K), "--rollout.n_samples_per_prompt", str(GROUP),
-        "--rollout.micro_batch_size", "3", "--algo.kl.init_coef", "0", "--rank_grpo.separator", separator,
+        "--rollout.micro_batch_size", "3", "--algo.kl.init_coef", "0", *extra,
     ])
 
 
@@ -138,6 +140,40 @@ def test_real_compute_advantages_places_rank_advantages_on_tokens(args, tokenize
         assert exp.kl is None and torch.equal(exp.returns, exp.advantages)
     assert checked > 100
     assert (moved > 20) == (opts.separator == "start")  # every newline-bearing token changed rank, and only those
+
+
+@pytest.mark.parametrize("args", [["--rank_grpo.advantage_level", "sequence"]], indirect=True)
+def test_real_compute_advantages_sequence_level_gives_every_list_token_its_list_advantage(
+        args, tokenizer, helpers, rollout):
+    """--rank_grpo.advantage_level sequence: every token of ranks < K gets the list's advantage, worked out here
+    from the hit counts alone (exp_inf: the list return is the number of hits; unbiased group std + 1e-4); the
+    overflow tokens and the EOS get exactly the shaping they get at the rank level."""
+    rollout_samples, opts = rollout
+    assert opts.advantage_level == "sequence"
+    _, hits = _expected_rank_adv(rollout_samples, opts)
+    returns = hits.sum(dim=1).view(-1, GROUP)
+    want_list = ((returns - returns.mean(1, keepdim=True)) / (returns.std(1, keepdim=True) + 1e-4)).view(-1)
+    assert want_list.abs().max() > 0.5
+    experiences = _run(_maker(args, tokenizer, helpers), rollout_samples)
+    checked = 0
+    for exp in experiences:
+        for row, idx in enumerate(exp.index):
+            mask = exp.action_mask[row].bool()
+            tokens = exp.sequences[row, -exp.action_mask.shape[1]:][mask].tolist()
+            adv = exp.advantages[row][mask]
+            has_eos = tokens[-1] == tokenizer.eos_token_id
+            for t, r in enumerate(_prefix_ranks(tokenizer, tokens)):
+                if not (has_eos and t == len(tokens) - 1):
+                    want = want_list[idx].item() if r < K else opts.overflow_penalty
+                    assert adv[t].item() == pytest.approx(want, abs=1e-5), (idx, t, r)
+                    checked += 1
+            if has_eos:
+                lines = COMPLETIONS[idx].split("\n")
+                items = len(lines) - (1 if lines[-1] == "" else 0)
+                want = opts.eos_bonus if items == K else (opts.early_stop_penalty if items < K else opts.overflow_penalty)
+                assert adv[-1].item() == pytest.approx(want), (idx, items)
+            assert exp.info["return"][row].item() == hits[idx].sum().item()
+    assert checked > 100
 
 
 def test_kl_as_reward_is_a_return_to_go(args, tokenizer, helpers, rollout):
