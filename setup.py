@@ -79,8 +79,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["rank_grpo_plugin", "rank_grpo_plugin.*", "openrlhf_compat", "openrlhf_cpu"]),
-    # the main job's embedded data (Reddit-v2 catalog and 100 sample rows, with their attribution)
-    package_data={"rank_grpo_plugin": ["resources/README.md", "resources/reddit_v2/*.jsonl"]},
+    # the shipped data (Reddit-v2 catalog and 100 sample rows, ReDial test split and catalog, their attribution)
+    package_data={"rank_grpo_plugin": ["resources/README.md", "resources/reddit_v2/*.jsonl",
+                                       "resources/redial/*.jsonl"]},
     install_requires=[],
     extras_require=EXTRAS,
     entry_points={
