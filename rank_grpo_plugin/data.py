@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .recsys.catalog import parse_year
+from .resources import RESOURCES
 
 __all__ = ["DataError", "LabelError", "Fields", "Row", "check_record", "check_prompt", "check_groundtruth",
            "check_seen", "completion_text", "default_data_dir", "dump_rows", "iter_records", "label_json",
@@ -31,14 +32,18 @@ __all__ = ["DataError", "LabelError", "Fields", "Row", "check_record", "check_pr
 ROLES = ("system", "user", "assistant")
 
 
-def default_data_dir() -> Optional[Path]:
-    """The shared data folder: ``$RANK_GRPO_DATA`` if set, else ``../shared/data`` next to the source checkout
-    (the project root's sibling), else None."""
+def default_data_dir() -> Path:
+    """The folder the CLI's default data comes from (``<dataset>/<file>.jsonl``: ``redial/test.jsonl``,
+    ``reddit_v2/sample.jsonl`` ...): ``$RANK_GRPO_DATA`` for users' own copy, else the data shipped in the package
+    (:mod:`rank_grpo_plugin.resources`). Raises :class:`DataError` when ``$RANK_GRPO_DATA`` is not a folder."""
     env = os.environ.get("RANK_GRPO_DATA")
-    if env:
-        return Path(env)
-    cand = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return cand if cand.is_dir() else None
+    if not env:
+        return RESOURCES
+    path = Path(env).expanduser()
+    if not path.is_dir():
+        raise DataError(f"RANK_GRPO_DATA={env}: not a directory (unset it to use the data shipped in "
+                        f"{RESOURCES})")
+    return path
 
 
 class DataError(ValueError):

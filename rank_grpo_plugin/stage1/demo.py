@@ -2,8 +2,8 @@
 
     python -m rank_grpo_plugin.stage1.demo --out /tmp/bc_demo [--damage] [bc-data flags ...]
 
-Runs ``rank-grpo bc-data`` on the shared Reddit-v2 sample rows against the scripted loopback server
-(:mod:`rank_grpo_plugin.stage1.scripted`) replaying each row's existing ``completion`` as the teacher's list
+Runs ``rank-grpo bc-data`` on the 100 Reddit-v2 sample rows shipped in the package (or ``$RANK_GRPO_DATA``'s
+``reddit_v2/``) against the scripted loopback server (:mod:`rank_grpo_plugin.stage1.scripted`) replaying each row's existing ``completion`` as the teacher's list
 (``--damage``: with a preamble, a missing year, a wrong year and an invented title per list, like an LLM's
 answer) and rating reflect candidates +1 when they are in that list. A stand-in teacher: the numbers show what each
 step does to a given list, not what a real teacher would reach.
@@ -13,10 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import List, Optional
 
-from ..data import default_data_dir
+from ..data import DataError, default_data_dir
 from ..recsys.parse import parse_line
 from .cli import main as bc_main
 from .scripted import ScriptedServer, replay_teacher
@@ -37,13 +36,20 @@ def damage(text: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    default_data = (default_data_dir() or Path("../shared/data")) / "reddit_v2"
     p = argparse.ArgumentParser(prog="python -m rank_grpo_plugin.stage1.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--data", default=str(default_data / "sample.jsonl"))
-    p.add_argument("--catalog", default=str(default_data / "catalog.jsonl"))
+    p.add_argument("--data", help="rows with a completion (default: reddit_v2/sample.jsonl of the data folder)")
+    p.add_argument("--catalog", help="item catalog (default: reddit_v2/catalog.jsonl of the data folder)")
     p.add_argument("--damage", action="store_true", help="damage the replayed lists like a raw LLM answer")
     args, rest = p.parse_known_args(argv)
+    if not (args.data and args.catalog):  # the data folder is looked up only when a default is used
+        try:
+            reddit = default_data_dir() / "reddit_v2"
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        args.data = args.data or str(reddit / "sample.jsonl")
+        args.catalog = args.catalog or str(reddit / "catalog.jsonl")
     with open(args.data, encoding="utf-8") as f:
         rows = [json.loads(l) for l in f if l.strip()]
     answers = {}
