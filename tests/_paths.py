@@ -3,5 +3,7 @@ test file's folder on ``sys.path`` (rootdir-less "prepend" mode), and ``conftest
 several folders have one. Never ``import tests``: the openrlhf wheel installs a top-level package of that name."""
 from pathlib import Path
 
+from rank_grpo_plugin.resources import RESOURCES
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = RESOURCES  # the data shipped in the package: reddit_v2/ and redial/ (see its README.md)

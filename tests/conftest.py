@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,18 +13,12 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
-from _paths import DATA  # noqa: E402
-
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(f"shared data missing: {path} (expected ../shared/data relative to the project root)")
-    return path
+from rank_grpo_plugin.resources import REDDIT_V2_CATALOG, REDDIT_V2_SAMPLE  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def reddit_rows():
-    with open(_need(DATA / "reddit_v2" / "sample.jsonl"), encoding="utf-8") as f:
+    with open(REDDIT_V2_SAMPLE, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
@@ -33,7 +26,7 @@ def reddit_rows():
 def reddit_catalog():
     from rank_grpo_plugin import Catalog
 
-    return Catalog.from_file(_need(DATA / "reddit_v2" / "catalog.jsonl"))
+    return Catalog.from_file(REDDIT_V2_CATALOG)
 
 
 # Qwen2's pre-tokenizer split (punctuation may absorb following newlines ")\n", newline runs merge "\n\n").

@@ -138,10 +138,11 @@ def test_help_for_every_subcommand(capsys):
     assert "--data.label_key label" in capsys.readouterr().out
 
 
-def test_no_argument_default_is_smollm2_on_a_redial_slice(tmp_path, capsys):
+def test_no_argument_default_is_smollm2_on_a_redial_slice(tmp_path, capsys, monkeypatch):
     from rank_grpo_plugin.cli import build_parser
     from rank_grpo_plugin.cli.evaluate import DEFAULT_LIMIT, _defaults
 
+    monkeypatch.delenv("RANK_GRPO_DATA", raising=False)  # the shipped ReDial split, not a user's copy
     args = build_parser().parse_args(["evaluate"])
     _defaults(args)
     assert args.model == "smollm2" and args.limit == DEFAULT_LIMIT == 100

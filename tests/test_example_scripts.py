@@ -20,13 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from rank_grpo_plugin.resources import REDDIT_V2
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-SHARED = ROOT.parent / "shared" / "data" / "reddit_v2"
 LAUNCHERS = ("openrlhf.cli.train_ppo_ray", "openrlhf.cli.train_sft")
 
 # How to dry-run each launching script: a list of (case name, extra environment, extra argv).
-_GPU_ENV = {"DATA": str(SHARED / "sample.jsonl"), "CATALOG": str(SHARED / "catalog.jsonl"), "NGPU": "8"}
+_GPU_ENV = {"DATA": str(REDDIT_V2 / "sample.jsonl"), "CATALOG": str(REDDIT_V2 / "catalog.jsonl"), "NGPU": "8"}
 CASES = {
     "cpu/main_job.sh": [("tiny", {}, []), ("smollm2-20", {}, ["--model", "smollm2", "--steps", "20"]),
                         ("reddit", {}, ["--task", "reddit"]),

@@ -73,4 +73,4 @@ def test_main_job_short(tmp_path):
         assert needle in log, (needle, log)
     assert re.search(r"wall time \(s\): .* total \d+", log)
     # nothing outside the repository and the output folder was read
-    assert "shared/data" not in (out / "logs" / "commands.sh").read_text()
+    assert str(ROOT.parent / "shared") not in (out / "logs" / "commands.sh").read_text()

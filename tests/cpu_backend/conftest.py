@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from openrlhf_cpu.procs import kill_marked
+from rank_grpo_plugin.resources import REDDIT_V2_SAMPLE
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 MARKER_ENV = "RANK_GRPO_CPU_TEST_RUN"
 
 
@@ -100,15 +100,12 @@ def tiny_model(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def prompt_data(tmp_path_factory) -> str:
-    """The first 6 shared Reddit-v2 rows through `rank-grpo prepare --rl`, each message cut to 1,200 characters
+    """The first 6 shipped Reddit-v2 rows through `rank-grpo prepare --rl`, each message cut to 1,200 characters
     so the CPU runs stay short."""
     from rank_grpo_plugin.cli import main as rank_grpo
 
     out = tmp_path_factory.mktemp("cpu_data") / "prompts.jsonl"
-    sample = SHARED_DATA / "reddit_v2" / "sample.jsonl"
-    if not sample.exists():
-        pytest.fail(f"shared data missing: {sample}")
-    assert rank_grpo(["prepare", str(sample), "--rl", str(out), "--limit", "6"]) == 0
+    assert rank_grpo(["prepare", str(REDDIT_V2_SAMPLE), "--rl", str(out), "--limit", "6"]) == 0
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     for r in rows:
         r["input"] = [dict(m, content=m["content"][:1200]) for m in r["input"]]

@@ -21,6 +21,8 @@ import pytest
 
 import torch
 
+from rank_grpo_plugin.resources import REDDIT_V2
+
 # The one resource a CPU machine lacks: a CUDA device. OpenRLHF and vLLM are part of every install.
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -28,11 +30,10 @@ pytestmark = pytest.mark.skipif(
            "covered by tests/cpu_backend")
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data" / "reddit_v2"
 
 
 def _prompts(path: Path, n: int = 4) -> None:
-    subprocess.run([sys.executable, "-m", "rank_grpo_plugin.cli", "prepare", str(SHARED / "sample.jsonl"),
+    subprocess.run([sys.executable, "-m", "rank_grpo_plugin.cli", "prepare", str(REDDIT_V2 / "sample.jsonl"),
                     "--limit", str(n), "--rl", str(path)], check=True, capture_output=True, text=True, timeout=120)
 
 
@@ -57,7 +58,7 @@ def test_two_rank_grpo_steps_on_cuda(tmp_path):
         "--ref.num_nodes", "1", "--ref.num_gpus_per_node", "1",
         "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1", "--vllm.gpu_memory_utilization", "0.25",
         "--vllm.enforce_eager", "--train.colocate_all",
-        "--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", str(SHARED / "catalog.jsonl"),
+        "--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", str(REDDIT_V2 / "catalog.jsonl"),
         "--algo.kl.use_loss", "--algo.kl.estimator", "k3", "--algo.kl.init_coef", "1e-3",
         "--rollout.n_samples_per_prompt", "4", "--rollout.batch_size", "2", "--rollout.micro_batch_size", "4",
         "--train.batch_size", "8", "--train.micro_batch_size", "4",

@@ -27,8 +27,9 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+from rank_grpo_plugin.resources import REDDIT_V2_CATALOG, REDDIT_V2_SAMPLE  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 EXPECT_REGISTRY = os.environ.get("RANK_GRPO_TEST_EXPECT_REGISTRY") == "1"
 
 
@@ -50,16 +51,12 @@ def expect_registry() -> bool:
 
 @pytest.fixture(scope="session")
 def catalog_path() -> str:
-    path = SHARED_DATA / "reddit_v2" / "catalog.jsonl"
-    if not path.exists():
-        pytest.fail(f"shared data missing: {path}")
-    return str(path)
+    return str(REDDIT_V2_CATALOG)
 
 
 @pytest.fixture(scope="session")
 def sample_rows():
-    path = SHARED_DATA / "reddit_v2" / "sample.jsonl"
-    with open(path, encoding="utf-8") as f:
+    with open(REDDIT_V2_SAMPLE, encoding="utf-8") as f:
         return [json.loads(line) for line in f]
 
 
