@@ -21,9 +21,9 @@ from typing import Callable, Dict, List, Optional
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from rank_grpo_plugin.resources import REDDIT_V2 as REDDIT, RESOURCES as DATA  # noqa: E402  (the shipped data)
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-REDDIT = DATA / "reddit_v2"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -180,10 +180,7 @@ def mib(n: Optional[int]) -> str:
 
 # --------------------------------------------------------------------------------------------- data
 def reddit_rows() -> List[dict]:
-    path = REDDIT / "sample.jsonl"
-    if not path.exists():
-        sys.exit(f"shared data missing: {path} (expected ../shared/data relative to the project root)")
-    with open(path, encoding="utf-8") as f:
+    with open(REDDIT / "sample.jsonl", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 

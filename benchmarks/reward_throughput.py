@@ -1,13 +1,13 @@
 """Catalog reward throughput: ``catalog_hits`` (and the OpenRLHF ``reward_func`` path) against three baselines.
 
-    python3 benchmarks/reward_throughput.py           # 100 shared Reddit-v2 rows x 11 variants, real catalog
+    python3 benchmarks/reward_throughput.py           # 100 Reddit-v2 sample rows x 11 variants, real catalog
     python3 benchmarks/reward_throughput.py --quick   # 4 rows (seconds)
 
-Data: the 100 shared Reddit-v2 rows (``../shared/data/reddit_v2/sample.jsonl``) and the 7,404-item catalog. Each
-row's SFT completion is scored as is and in perturbed variants: shuffled lines, every year moved by +-1 / +-2 /
-+-3, seen titles inserted (and a ground-truth title made "seen"), out-of-catalog titles, ground-truth items
-injected with year offsets -3..3 and duplicates, and malformed/markup lines (preamble, blanks, numbering, bold,
-quotes, typographic quotes, case, trailing text, bad years, > K lines).
+Data: the 100 Reddit-v2 sample rows (``rank_grpo_plugin/resources/reddit_v2/sample.jsonl``) and the 7,404-item
+catalog. Each row's SFT completion is scored as is and in perturbed variants: shuffled lines, every year moved by
++-1 / +-2 / +-3, seen titles inserted (and a ground-truth title made "seen"), out-of-catalog titles, ground-truth
+items injected with year offsets -3..3 and duplicates, and malformed/markup lines (preamble, blanks, numbering,
+bold, quotes, typographic quotes, case, trailing text, bad years, > K lines).
 
 Candidates (one thread; chunk by chunk, every repeat runs each candidate once, the order rotating; a chunk's time
 is the median of its repeats; the strawman runs once per chunk):
@@ -322,7 +322,7 @@ TARGETS = {"official": 5.0, "plain_indexed": 1.0}  # ours vs baseline (issue 13)
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="4 rows, 1 repeat (smoke run)")
-    p.add_argument("--rows", type=int, default=None, help="number of shared rows (default all 100)")
+    p.add_argument("--rows", type=int, default=None, help="number of sample rows (default all 100)")
     p.add_argument("--repeats", type=int, default=None, help="repeats of the fast candidates per chunk (default 5)")
     p.add_argument("--chunk", type=int, default=50, help="completions per interleaved chunk")
     p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
