@@ -3,10 +3,10 @@
     python -m rank_grpo_plugin.stage1.demo --out /tmp/bc_demo [--damage] [bc-data flags ...]
 
 Runs ``rank-grpo bc-data`` on the 100 Reddit-v2 sample rows shipped in the package (or ``$RANK_GRPO_DATA``'s
-``reddit_v2/``) against the scripted loopback server (:mod:`rank_grpo_plugin.stage1.scripted`) replaying each row's existing ``completion`` as the teacher's list
-(``--damage``: with a preamble, a missing year, a wrong year and an invented title per list, like an LLM's
-answer) and rating reflect candidates +1 when they are in that list. A stand-in teacher: the numbers show what each
-step does to a given list, not what a real teacher would reach.
+``reddit_v2/``) against the scripted loopback server (:mod:`rank_grpo_plugin.stage1.scripted`) replaying each
+row's existing ``completion`` as the teacher's list (``--damage``: with a preamble, a missing year, a wrong year and
+an invented title per list, like an LLM's answer) and rating reflect candidates +1 when they are in that list. A
+stand-in teacher: the numbers show what each step does to a given list, not what a real teacher would reach.
 """
 from __future__ import annotations
 
