@@ -15,11 +15,11 @@ def _items(path):
     return [tuple(json.loads(x).values()) for x in path.read_text().splitlines()]
 
 
-def test_build_from_redial_ground_truth_equals_shared_catalog(tmp_path):
+def test_build_from_redial_ground_truth_equals_shipped_catalog(tmp_path):
     out = tmp_path / "cat.jsonl"
     assert main(["catalog", "build", "--data", str(DATA / "redial" / "test.jsonl"), "-o", str(out)]) == 0
-    shared = {tuple(json.loads(x).values()) for x in (DATA / "redial" / "catalog.jsonl").read_text().splitlines()}
-    assert set(_items(out)) == shared and len(_items(out)) == 1206
+    shipped = {tuple(json.loads(x).values()) for x in (DATA / "redial" / "catalog.jsonl").read_text().splitlines()}
+    assert set(_items(out)) == shipped and len(_items(out)) == 1206
 
 
 def test_build_merges_splits_and_tables_without_duplicates(tmp_path):

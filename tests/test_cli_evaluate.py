@@ -13,7 +13,7 @@ os.environ["RANK_GRPO_PROGRESS"] = "0"
 
 REDDIT = DATA / "reddit_v2"
 
-# Figures of the 100 shared Reddit-v2 SFT targets treated as model outputs (recorded in docs/EVALUATION.md).
+# Figures of the 100 Reddit-v2 sample SFT targets treated as model outputs (recorded in docs/EVALUATION.md).
 SFT_FIGURES = {
     "paper/recall@5": 0.074814, "paper/ndcg@5": 0.085914,
     "paper/recall@10": 0.099075, "paper/ndcg@10": 0.095913,

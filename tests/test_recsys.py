@@ -170,7 +170,7 @@ def test_catalog_errors_name_file_and_row(tmp_path, name, text, message):
         Catalog.from_file(tmp_path / name)
 
 
-def test_shared_catalog_keeps_its_real_flaws(reddit_catalog):
+def test_shipped_catalog_keeps_its_real_flaws(reddit_catalog):
     assert len(reddit_catalog) == 7404
     assert reddit_catalog.contains("The Wall", 201)  # a known bad year in the official catalog
 

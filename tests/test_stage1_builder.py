@@ -1,4 +1,4 @@
-"""End-to-end Stage-1 builder on the 100 shared Reddit-v2 sample rows.
+"""End-to-end Stage-1 builder on the 100 shipped Reddit-v2 sample rows.
 
 The teacher here is the scripted loopback server (a STAND-IN, see ``rank_grpo_plugin.stage1.scripted``): it
 answers each list prompt with the row's existing ``completion`` list, deliberately damaged (a preamble, a missing

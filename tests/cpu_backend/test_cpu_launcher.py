@@ -13,14 +13,12 @@ import pytest
 import torch
 
 from openrlhf_compat.logs import parse_steps
+from rank_grpo_plugin.resources import REDDIT_V2_CATALOG as CATALOG
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend tests; CUDA machines use the GPU path")
 
 ROOT = Path(__file__).resolve().parents[2]
 REWARD = ROOT / "examples" / "cpu" / "format_reward.py"
-
-
-CATALOG = ROOT.parent / "shared" / "data" / "reddit_v2" / "catalog.jsonl"
 
 
 def launcher_args(model, data, out_dir, *extra, estimator="group_norm"):
