@@ -83,7 +83,7 @@ class RankGRPOOptions(RecipeConfig):
             found.append(f"--{PREFIX}.year_tolerance must be >= 0, got {self.year_tolerance}")
         if not self.adv_eps > 0:
             found.append(f"--{PREFIX}.adv_eps must be > 0, got {self.adv_eps}")
-        for name, valid in _choices().items():
+        for name, valid in flag_choices().items():
             if getattr(self, name) not in valid:
                 found.append(f"--{PREFIX}.{name} must be one of {valid}, got {getattr(self, name)!r}")
         if self.catalog and not os.path.isfile(self.catalog):
@@ -110,7 +110,7 @@ def _bool(text: str) -> bool:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _choices() -> dict:
+def flag_choices() -> dict:
     """option -> its valid values, from the core's registries (imported here, on first use)."""
     from .advantages import ADVANTAGE_LEVELS, ADVANTAGE_SCALES
     from .loss import LOSS_AGGREGATIONS
@@ -124,7 +124,7 @@ def _choices() -> dict:
 
 def option_flags() -> List[Tuple[str, dict]]:
     """``(name, argparse kwargs)`` of every option, for ``parser.add_argument(f"--{PREFIX}.{name}", **kwargs)``."""
-    d, choices = DEFAULTS, _choices()
+    d, choices = DEFAULTS, flag_choices()
     return [
         ("catalog", dict(type=str, default=d.catalog, metavar="PATH",
                          help="item catalog (JSONL/JSON/CSV/TSV with title, year); enables the plugin's catalog "
