@@ -25,6 +25,7 @@ def _script(name: str):
     return mod
 
 
+@pytest.mark.slow  # runs a benchmark script in a subprocess
 def test_segmentation_quick(tmp_path):
     out = _script("segmentation").main(["--quick", "--out", str(tmp_path)])
     assert out["all_identical"] and all(c["identical"] for c in out["cells"])
@@ -32,12 +33,14 @@ def test_segmentation_quick(tmp_path):
     assert (tmp_path / "segmentation_quick.json").exists()
 
 
+@pytest.mark.slow  # runs a benchmark script in a subprocess
 def test_reward_throughput_quick(tmp_path):
     out = _script("reward_throughput").main(["--quick", "--rows", "3", "--out", str(tmp_path)])
     assert out["identical"] and out["completions"] >= 30 and out["total_hits"] > 0
     assert (tmp_path / "reward_throughput_quick.json").exists()
 
 
+@pytest.mark.slow  # runs a benchmark script in a subprocess
 def test_policy_loss_quick(tmp_path):
     out = _script("policy_loss").main(["--quick", "--out", str(tmp_path)])
     assert out["wrapper_matches_core"] and out["all_finite"]

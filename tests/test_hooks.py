@@ -15,6 +15,7 @@ def _run(code: str) -> str:
     return out.stdout
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_hook_registered_while_its_module_initialises_still_runs():
     code = (
         "from rank_grpo_plugin._hooks import when_imported\n"
@@ -30,6 +31,7 @@ def test_hook_registered_while_its_module_initialises_still_runs():
     assert "OK" in _run(code)
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_ray_init_steps_run_in_order_once_each():
     code = (
         "import sys, types\n"

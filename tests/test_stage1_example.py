@@ -21,6 +21,7 @@ def _dry_run():
     return [shlex.split(l[2:]) for l in proc.stderr.splitlines() if l.startswith("+ ")]
 
 
+@pytest.mark.slow  # runs the example script / CLI in a subprocess
 def test_example_flags_exist():
     cmds = _dry_run()
     bc = next(c for c in cmds if "rank_grpo_plugin.stage1" in c or "bc-data" in c)

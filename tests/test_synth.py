@@ -28,6 +28,7 @@ def _run_cli(args, cwd):
                           text=True, timeout=120)
 
 
+@pytest.mark.slow  # runs the rank-grpo CLI in a subprocess
 def test_deterministic_per_seed_and_seed_matters(tmp_path, catalog):
     a = write_task(build_task(SynthConfig(seed=3), catalog), tmp_path / "a")
     b = write_task(build_task(SynthConfig(seed=3), catalog), tmp_path / "b")
@@ -98,12 +99,14 @@ def test_reference_scores(catalog):
     (["--items", "6000", "--max-title-words", "1"], "--items 6000: the catalog has only"),
     (["--items", "40", "--two-group-rate", "0.5", "--k", "30"], "--k: a teacher list of 30 distinct items"),
 ])
+@pytest.mark.slow  # runs the rank-grpo CLI in a subprocess
 def test_bad_flags_name_the_flag_and_write_nothing(tmp_path, flags, message):
     proc = _run_cli(["synth", str(tmp_path / "out"), *flags], tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # runs the rank-grpo CLI in a subprocess
 def test_cli_writes_rows_that_prepare_accepts(tmp_path):
     proc = _run_cli(["synth", "task", "--train-rows", "40", "--val-rows", "4", "--test-rows", "8", "--seed", "5"],
                     tmp_path)

@@ -181,6 +181,7 @@ print("RESULT " + json.dumps({
 """
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_patches_applied_on_import_and_opt_out(run_py):
     out = run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": "1"}, timeout=300)
     assert out.returncode == 0, out.stdout[-4000:]

@@ -8,6 +8,7 @@ import uuid
 from openrlhf_cpu.procs import kill_marked
 
 
+@pytest.mark.slow  # starts processes
 def test_kill_marked_stops_marked_processes_only():
     marker = uuid.uuid4().hex
     env = {**os.environ, "RANK_GRPO_TEST_MARK": marker}

@@ -57,6 +57,7 @@ def test_table_lists_the_four_releases_with_the_same_checks():
         assert set(rel.choices) == {"--algo.advantage.estimator", "--actor.policy_loss_type"}
 
 
+@pytest.mark.slow  # downloads (or reads cached) OpenRLHF wheels
 @pytest.mark.parametrize("version", SUPPORTED_OPENRLHF_VERSIONS)
 def test_wheel_matches_the_table(version):
     got = read_release(_wheel(version), keys=RELEASES[version].sources, flags=RELEASES[version].choices)
@@ -163,6 +164,7 @@ PATCH = Path(__file__).resolve().parents[2] / "patches" / "0001-openrlhf-extensi
 PATCH_RELEASES = ("0.11.2",)  # patches/README.md: the releases 0001-* applies to
 
 
+@pytest.mark.slow  # downloads (or reads cached) OpenRLHF wheels
 @pytest.mark.parametrize("version", SUPPORTED_OPENRLHF_VERSIONS)
 def test_upstream_patch_applies_to_the_newest_release(version, tmp_path):
     """patches/0001-* applies cleanly (``git apply --check``, no fuzz) to the newest release's wheel sources, and the
