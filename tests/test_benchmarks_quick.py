@@ -10,6 +10,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 # The segmentation and loss scripts use SmolLM2's real tokenizer; on a fresh machine the first of them converts it
@@ -25,7 +27,7 @@ def _script(name: str):
     return mod
 
 
-@pytest.mark.slow  # runs a benchmark script in a subprocess
+@pytest.mark.slow  # runs a benchmark script (seconds each, several threads)
 def test_segmentation_quick(tmp_path):
     out = _script("segmentation").main(["--quick", "--out", str(tmp_path)])
     assert out["all_identical"] and all(c["identical"] for c in out["cells"])
@@ -33,14 +35,14 @@ def test_segmentation_quick(tmp_path):
     assert (tmp_path / "segmentation_quick.json").exists()
 
 
-@pytest.mark.slow  # runs a benchmark script in a subprocess
+@pytest.mark.slow  # runs a benchmark script (seconds each, several threads)
 def test_reward_throughput_quick(tmp_path):
     out = _script("reward_throughput").main(["--quick", "--rows", "3", "--out", str(tmp_path)])
     assert out["identical"] and out["completions"] >= 30 and out["total_hits"] > 0
     assert (tmp_path / "reward_throughput_quick.json").exists()
 
 
-@pytest.mark.slow  # runs a benchmark script in a subprocess
+@pytest.mark.slow  # runs a benchmark script (seconds each, several threads)
 def test_policy_loss_quick(tmp_path):
     out = _script("policy_loss").main(["--quick", "--out", str(tmp_path)])
     assert out["wrapper_matches_core"] and out["all_finite"]

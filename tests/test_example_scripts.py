@@ -156,8 +156,9 @@ RECIPE_ARMS = {
 def recipe_commands(tmp):
     from rank_grpo_plugin.recipes import RLRecipe, SFTRecipe, rl_command, sft_command
 
-    base = RLRecipe(model="sft", prompts="rl.jsonl", catalog="catalog.jsonl", out=str(tmp / "rl"), steps=200,
-                    seed=3, eval_prompts="val.jsonl", eval_every=5)
+    # the plugin checks at parse time that the catalog exists: the shipped one
+    base = RLRecipe(model="sft", prompts="rl.jsonl", catalog=str(REDDIT_V2 / "catalog.jsonl"), out=str(tmp / "rl"),
+                    steps=200, seed=3, eval_prompts="val.jsonl", eval_every=5)
     cmds = {arm: rl_command(base.replace(**kw), rows=512) for arm, kw in RECIPE_ARMS.items()}
     cmds["no_kl_resume"] = rl_command(base.replace(kl_coef=0.0, resume=True, save_steps=2), rows=512)
     cmds["sft"] = sft_command(SFTRecipe(model="base", data="sft.jsonl", out="sft"))

@@ -35,15 +35,10 @@ def _pth_installed() -> bool:
 def base_env(tmp_path_factory):
     """Environment for subprocesses: offline, small vLLM KV cache, and the plugin's activation in every process
     (the installed ``rank_grpo_plugin.pth``; a throwaway ``sitecustomize`` if the package was installed without it)."""
+    from rank_grpo_plugin.recipes import ENVIRONMENT
+
     env = dict(os.environ)
-    env.update({
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(ENVIRONMENT)  # the launch recipe's environment, whatever this shell has set
     for k in ("RANK_GRPO_PLUGIN_DISABLE", "RANK_GRPO_PLUGIN_CPU_FAULT", "RAY_ADDRESS"):
         env.pop(k, None)
     if not _pth_installed():

@@ -7,6 +7,8 @@ import uuid
 
 from openrlhf_cpu.procs import kill_marked
 
+import pytest
+
 
 @pytest.mark.slow  # starts processes
 def test_kill_marked_stops_marked_processes_only():
