@@ -48,7 +48,7 @@ from _common import machine, table  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from rank_grpo_plugin import recipes  # noqa: E402
-SHARED_CATALOG = ROOT.parent / "shared" / "data" / "reddit_v2" / "catalog.jsonl"
+from rank_grpo_plugin.resources import REDDIT_V2_CATALOG  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 IMG = ROOT / "docs" / "img"
 
@@ -94,7 +94,7 @@ def catalog_items(tokenizer_dir: Path, seed: int = 0) -> List[dict]:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    rows = [json.loads(line) for line in SHARED_CATALOG.open(encoding="utf-8")]
+    rows = [json.loads(line) for line in REDDIT_V2_CATALOG.open(encoding="utf-8")]
     seen, pool = set(), []
     for r in rows:
         t = r["title"]

@@ -3,7 +3,7 @@
     python3 benchmarks/policy_loss.py            # grid B in {4, 16, 64} x T in {128, 512, 1024}
     python3 benchmarks/policy_loss.py --quick    # smoke run
 
-Same tensors for every candidate: token ids from the shared Reddit-v2 SFT lists tokenised by SmolLM2's tokenizer
+Same tensors for every candidate: token ids from the shipped Reddit-v2 SFT lists tokenised by SmolLM2's tokenizer
 (joined by "\\n", right-padded, EOS-terminated; see ``_common.token_batch``), ``log_probs`` a leaf that requires
 grad, ``old_log_probs`` = log_probs + noise (so some ratios clip), token advantages from the plugin's
 ``token_advantages`` with random per-rank hits (groups of 4). One torch thread; candidates interleaved; median.

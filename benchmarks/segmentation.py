@@ -3,7 +3,7 @@
     python3 benchmarks/segmentation.py            # grid B in {1, 8, 64} x T in {128, 512, 1024}
     python3 benchmarks/segmentation.py --quick    # smoke run (seconds)
 
-Tokenizer: SmolLM2-135M-Instruct's real tokenizer (49,152 tokens, offline cache). Token ids: the 100 shared
+Tokenizer: SmolLM2-135M-Instruct's real tokenizer (49,152 tokens, offline cache). Token ids: the 100 shipped
 Reddit-v2 SFT lists tokenised, joined by "\\n" (long rows run into the overflow), cut to a random length in
 [T/2, T] ending with EOS, right-padded (mask 0).
 

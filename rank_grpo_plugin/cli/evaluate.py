@@ -29,16 +29,17 @@ Sources of the lists (one):
                         by prompt when the rows carry one, else by position (one per row or per conversation)
   --from-data           the data rows' own completion field (e.g. the Reddit-v2 SFT targets)
 
-With no arguments: SmolLM2-135M-Instruct zero-shot on the first %d rows of the shared ReDial test split.
+With no arguments: SmolLM2-135M-Instruct zero-shot on the first %d rows of the ReDial test split shipped in
+rank_grpo_plugin/resources/redial ($RANK_GRPO_DATA/redial when that variable is set).
 """ % DEFAULT_LIMIT
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("evaluate", help="evaluate a model or generated lists (paper + rank-aligned metrics)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="test rows (.jsonl/.json/save_to_disk dir); default: shared ReDial test")
+    p.add_argument("--data", help="test rows (.jsonl/.json/save_to_disk dir); default: the shipped ReDial test split")
     p.add_argument("--split", help="split of a save_to_disk DatasetDict")
-    p.add_argument("--catalog", help="item catalog (.jsonl/.json/.csv/.tsv/.pkl); default: shared ReDial catalog")
+    p.add_argument("--catalog", help="item catalog (.jsonl/.json/.csv/.tsv/.pkl); default: the shipped ReDial catalog")
     p.add_argument("--limit", type=int, help=f"first N rows only (default {DEFAULT_LIMIT} in the no-argument "
                                              "demo, else all)")
     src = p.add_mutually_exclusive_group()
@@ -78,12 +79,10 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
 def _defaults(args: argparse.Namespace) -> None:
     demo = not (args.data or args.catalog or args.model or args.predictions or args.from_data)
     if bool(args.data) != bool(args.catalog):
-        raise CliError("give --data and --catalog together (without both, the shared ReDial test split and its "
+        raise CliError("give --data and --catalog together (without both, the shipped ReDial test split and its "
                        "catalog are used)")
     if not args.data:
         data_dir = default_data_dir()
-        if data_dir is None:
-            raise CliError("give --data and --catalog (no shared data found: set RANK_GRPO_DATA)")
         args.data = str(data_dir / "redial" / "test.jsonl")
         args.catalog = str(data_dir / "redial" / "catalog.jsonl")
     if demo and args.limit is None:
