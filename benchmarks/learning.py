@@ -1,0 +1,451 @@
+"""The learning comparison: Rank-GRPO against sequence-level credit with everything else equal, through OpenRLHF's
+real launcher on CPU, tuned and decided on validation rows only.
+
+    python3 benchmarks/learning.py plan                      # what the protocol still has to run, nothing run
+    python3 benchmarks/learning.py tune                      # lr grid: every arm x every rate, seed 1
+    python3 benchmarks/learning.py tune --arms rank sequence --lrs 3e-4
+    python3 benchmarks/learning.py final                     # seeds 1-3 of every tuned arm at its chosen rate
+    python3 benchmarks/learning.py report                    # tables + plots from the record
+    python3 benchmarks/learning.py --tag big --synth-args "--seed 7 --items 256" tune ...   # a second task
+    python3 benchmarks/learning.py --quick tune              # smoke: 4 steps, 2 arms, one rate, nothing recorded
+
+Arms (:data:`ARMS`) differ only in what their names say. ``rank`` and ``sequence`` are the plugin's estimator with
+``--rank_grpo.advantage_level rank|sequence``: same per-rank rewards, length shaping, rank-level clip (0.06 /
+0.08), loss, μ and KL; the ``*_noshape`` pair turns the shaping off in both (the 2 x 2 that separates credit from
+shaping). ``grpo`` and ``gspo`` are stock OpenRLHF as their authors configure them (``rank_grpo_plugin.recipes``).
+Shared by every arm: the task, the SFT start, 4 prompts x 8 samples per step, T = 1, μ = 2 optimizer passes per
+rollout, k3 KL β = 1e-3 to the SFT reference, Adam (0.9, 0.99) at a constant rate, the horizon and the data order
+per seed.
+
+Protocol: ``tune`` runs every arm at every rate of one grid (seed 1, full horizon); each arm's rate is the one with
+the highest best validation NDCG@20 (OpenRLHF's eval loop on the validation rows, sampled T = 1, every
+``--eval-every`` steps); ``final`` runs seeds 1..N of each arm at its own rate (seed 1 is the tuning run itself)
+and evaluates each final run's last checkpoint on the test rows, once. Test rows decide nothing. The record
+(``benchmarks/results/learning[_TAG].json``) gains every run as it ends, failed ones too, so the grid resumes
+across sessions; ``report`` reads only the record.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _learning as L  # noqa: E402
+from openrlhf_cpu.procs import kill_marked  # noqa: E402
+from rank_grpo_plugin import recipes  # noqa: E402
+from rank_grpo_plugin.data import write_atomic  # noqa: E402
+
+# name -> (RLRecipe settings, label). The names say everything in which the arms differ.
+ARMS: Dict[str, dict] = {
+    "rank": dict(algorithm="rank_grpo", advantage_level="rank", shaping=True),
+    "sequence": dict(algorithm="rank_grpo", advantage_level="sequence", shaping=True),
+    "rank_noshape": dict(algorithm="rank_grpo", advantage_level="rank", shaping=False),
+    "sequence_noshape": dict(algorithm="rank_grpo", advantage_level="sequence", shaping=False),
+    "grpo": dict(algorithm="grpo"),
+    "gspo": dict(algorithm="gspo"),
+}
+LABELS = {"rank": "Rank-GRPO (rank-level credit)", "sequence": "sequence-level credit",
+          "rank_noshape": "rank-level, no shaping", "sequence_noshape": "sequence-level, no shaping",
+          "grpo": "GRPO (stock group_norm)", "gspo": "GSPO (stock, clip 3e-4/4e-4)"}
+LRS = (1e-4, 3e-4, 1e-3)
+# The shared recipe of every RL run (rank_grpo_plugin.recipes.RLRecipe fields).
+SHARED = dict(prompts_per_step=4, samples=8, mu=2, kl_coef=1e-3, max_new_tokens=200, temperature=1.0)
+SFT = dict(epochs=5, batch=8, micro_batch=8, lr=3e-3, max_len=512)
+EVAL_SAMPLES = 8  # sampled lists per conversation, in training-time validation and in every final evaluation
+REFERENCE_DRAWS = 16  # random / oracle lists drawn per conversation for the reference rows
+MARKER = "RANK_GRPO_LEARNING_RUN"  # environment marker of one launcher run (its processes are killed by it)
+
+
+def log(msg: str) -> None:
+    print(f"[learning {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def lr_name(lr: float) -> str:
+    return f"{lr:.0e}".replace("e-0", "e-")
+
+
+def run_id(arm: str, lr: float, seed: int) -> str:
+    return f"{arm}_lr{lr_name(lr)}_s{seed}"
+
+
+class Bench:
+    def __init__(self, a: argparse.Namespace):
+        self.a = a
+        name = "learning" + (f"_{a.tag}" if a.tag else "")
+        self.out = Path(a.out or ROOT / "runs" / name).resolve()
+        self.record_path = Path(a.results or ROOT / "benchmarks" / "results" / f"{name}.json")
+        self.img_prefix = ROOT / "docs" / "img" / name
+        self.quick = a.quick
+        self.record = (json.loads(self.record_path.read_text()) if self.record_path.exists() and not a.quick
+                       else {"runs": {}})
+        self.env = {**os.environ, **recipes.launch_environment()}
+
+    # ------------------------------------------------------------------------------------------------ record
+    def save(self) -> None:
+        self.record["protocol"] = {"steps": self.a.steps, "eval_every": self.a.eval_every, "lrs": list(self.a.lrs),
+                                   "shared": SHARED, "sft": SFT, "eval_samples": EVAL_SAMPLES,
+                                   "synth_args": self.a.synth_args, "arms": {k: ARMS[k] for k in ARMS}}
+        if not self.quick:
+            self.record_path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(str(self.record_path), json.dumps(self.record, indent=1, default=str) + "\n")
+
+    def sh(self, cmd: Sequence[str], logfile: Path, cwd: Optional[Path] = None, timeout: Optional[float] = None,
+           env: Optional[dict] = None) -> int:
+        """Run ``cmd`` with its output in ``logfile``; on timeout or Ctrl-C kill it and every process it started
+        (by an environment marker: Ray's workers are not its children). Returns the exit code (124: timed out)."""
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        marker = uuid.uuid4().hex
+        with open(logfile, "w") as f:
+            f.write("+ " + shlex.join(map(str, cmd)) + "\n")
+            f.flush()
+            p = subprocess.Popen(list(map(str, cmd)), stdout=f, stderr=subprocess.STDOUT, cwd=cwd,
+                                 env={**(env or self.env), MARKER: marker}, start_new_session=True)
+            try:
+                return p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                f.write(f"\n[learning] timed out after {timeout:.0f}s; killed\n")
+                return 124
+            finally:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+                kill_marked(MARKER, marker)
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Task (rank-grpo synth), datasets (rank-grpo prepare), tiny model, SFT start, its evaluations and the
+        reference lists -- each skipped when already on disk / in the record."""
+        out, task = self.out, self.out / "task"
+        if not (task / "task.json").exists():
+            if self.sh(["rank-grpo", "synth", task, *shlex.split(self.a.synth_args)], out / "logs" / "synth.log"):
+                sys.exit(f"rank-grpo synth failed: see {out / 'logs' / 'synth.log'}")
+        data = out / "data"
+        for split, args in (("train", ["--rl", data / "rl.jsonl", "--sft", data / "sft.jsonl"]),
+                            ("val", ["--rl", data / "val_rl.jsonl"])):
+            if not (data / ("rl.jsonl" if split == "train" else "val_rl.jsonl")).exists():
+                if self.sh(["rank-grpo", "prepare", task / f"{split}.jsonl", *args],
+                           out / "logs" / f"prepare_{split}.log"):
+                    sys.exit(f"rank-grpo prepare failed: see {out / 'logs'}")
+        sft_dir = out / "sft"
+        if not (sft_dir / "config.json").exists():
+            base = out / "tiny_model"
+            if self.sh([sys.executable, "-m", "rank_grpo_plugin.tiny_model", base], out / "logs" / "model.log"):
+                sys.exit("tiny model build failed")
+            t = time.time()
+            sft = recipes.SFTRecipe(model=str(base), data=str(data / "sft.jsonl"), out=str(sft_dir),
+                                    epochs=1 if self.quick else SFT["epochs"],
+                                    **{k: v for k, v in SFT.items() if k != "epochs"})
+            if self.sh(recipes.sft_command(sft), out / "logs" / "sft.log"):
+                sys.exit(f"SFT failed: see {out / 'logs' / 'sft.log'}")
+            log(f"SFT done in {time.time() - t:.0f}s")
+        h = hashlib.sha256()
+        for f in sorted(sft_dir.glob("*.safetensors")):
+            h.update(f.read_bytes())
+        sft_rec = self.record.setdefault("sft", {})
+        if sft_rec.get("weights_sha256") not in (None, h.hexdigest()):
+            sys.exit(f"the SFT start in {sft_dir} (sha256 {h.hexdigest()[:12]}) is not the recorded one "
+                     f"({sft_rec['weights_sha256'][:12]}): its runs would not be comparable; use another --tag")
+        sft_rec["weights_sha256"] = h.hexdigest()
+        task_info = json.loads((task / "task.json").read_text())
+        self.record["task"] = {"config": task_info["config"], "splits": task_info["splits"]}
+        for split in ("val", "test"):
+            if split not in sft_rec:
+                sft_rec[split] = self.evaluate(sft_dir, split, out / "sft_eval" / split)
+        if "references" not in self.record:
+            self.record["references"] = self.references()
+        self.save()
+
+    def references(self) -> dict:
+        from rank_grpo_plugin.data import load_rows
+        from rank_grpo_plugin.recsys.catalog import Catalog
+
+        task = self.out / "task"
+        catalog = Catalog.from_file(task / "catalog.jsonl")
+        refs = {}
+        for split in ("val", "test"):
+            rows = load_rows(str(task / f"{split}.jsonl"), need_completion=True)
+            refs[split] = {kind: L.score_lists(rows, L.reference_lists(rows, catalog, kind, draws=draws), catalog)
+                           for kind, draws in (("teacher", 1), ("random", REFERENCE_DRAWS),
+                                               ("oracle", REFERENCE_DRAWS))}
+        return refs
+
+    def evaluate(self, model: Path, split: str, dest: Path) -> dict:
+        """``rank-grpo evaluate`` of ``model`` on a split: EVAL_SAMPLES sampled lists (T = 1) per conversation,
+        HF generate in one thread (deterministic for a given model and seed); the summary of metrics.json."""
+        task = self.out / "task"
+        rc = self.sh(["rank-grpo", "evaluate", "--model", model, "--data", task / f"{split}.jsonl", "--catalog",
+                      task / "catalog.jsonl", "--backend", "hf", "--batch-size", "64", "--max-new-tokens",
+                      SHARED["max_new_tokens"], "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0",
+                      "--no-plot", "--out", dest], dest.with_suffix(".log"),
+                     env={**self.env, "RANK_GRPO_PROGRESS": "0", "OMP_NUM_THREADS": "1"})
+        if rc:
+            raise RuntimeError(f"rank-grpo evaluate failed (exit {rc}): see {dest.with_suffix('.log')}")
+        m = json.loads((dest / "metrics.json").read_text())
+        keep = ("rank/ndcg@20", "rank/recall@20", "rank/ndcg@5", "rank/recall@5", "paper/ndcg@20", "paper/recall@20")
+        sd = (m.get("samples") or {}).get("metrics_sd", {})
+        s = m["summary"]
+        return {"metrics": {k: [s["metrics"][k], sd.get(k)] for k in keep},
+                "in_catalog_rate": s["in_catalog_rate"], "duplicate_rate": s["duplicate_rate"],
+                "mean_items": s["mean_items"]}
+
+    # ------------------------------------------------------------------------------------------------ runs
+    def recipe(self, arm: str, lr: float, seed: int, run: Path) -> recipes.RLRecipe:
+        out = self.out
+        return recipes.RLRecipe(model=str(out / "sft"), prompts=str(out / "data" / "rl.jsonl"),
+                                catalog=str(out / "task" / "catalog.jsonl"), out=str(run), lr=lr, seed=seed,
+                                steps=self.a.steps, eval_prompts=str(out / "data" / "val_rl.jsonl"),
+                                eval_every=self.a.eval_every, eval_samples=EVAL_SAMPLES, **SHARED, **ARMS[arm])
+
+    def run(self, arm: str, lr: float, seed: int) -> dict:
+        """One RL run (skipped when the record has it done); its curves go into the record, failed runs too."""
+        rid = run_id(arm, lr, seed)
+        rec = self.record["runs"].get(rid)
+        if rec and rec["status"] == "done":
+            return rec
+        run = self.out / "rl" / rid
+        run.mkdir(parents=True, exist_ok=True)
+        cmd = recipes.rl_command(self.recipe(arm, lr, seed, run))
+        load = os.getloadavg()[0]
+        log(f"{rid}: {self.a.steps} steps (load {load:.1f})")
+        t = time.time()
+        rc = self.sh(cmd, run / "train.log", cwd=run, timeout=self.a.steps * 30 + 900)
+        c = L.curves(run / "train.log")
+        attempts = (rec or {}).get("attempts", []) + ([{k: rec[k] for k in ("rc", "wall_s", "load", "steps_logged")}]
+                                                       if rec else [])
+        ok = rc == 0 and (run / "model" / "config.json").exists()
+        rec = {"arm": arm, "lr": lr, "seed": seed, "status": "done" if ok else "failed", "rc": rc,
+               "wall_s": round(time.time() - t, 1), "load": load, "steps_logged": len(c["step"]),
+               "command": shlex.join(cmd), "curves": c, "attempts": attempts}
+        self.record["runs"][rid] = rec
+        self.save()
+        best_s, best_v = L.best_point(*L.with_step0(c, None))
+        log(f"{rid}: exit {rc}, {len(c['step'])} steps in {rec['wall_s']:.0f}s, best val NDCG@20 "
+            f"{best_v:.3f} at step {best_s}")
+        return rec
+
+    def test_eval(self, rid: str) -> None:
+        """The test evaluation of a final run's last checkpoint (once)."""
+        rec = self.record["runs"][rid]
+        if rec.get("test") or rec["status"] != "done":
+            return
+        model = self.out / "rl" / rid / "model"
+        if not (model / "config.json").exists():
+            log(f"{rid}: its checkpoint is not on this disk; rerunning it for the test evaluation")
+            rec["status"] = "missing"
+            rec = self.run(rec["arm"], rec["lr"], rec["seed"])
+            if rec["status"] != "done":
+                return
+        rec["test"] = self.evaluate(model, "test", self.out / "rl" / rid / "eval_test")
+        self.save()
+
+    # ------------------------------------------------------------------------------------------------ decisions
+    def best_by_lr(self, arm: str) -> Dict[float, float]:
+        """Seed-1 best validation NDCG@20 of every rate of the grid (NaN: not run or failed)."""
+        step0 = self.step0()
+        res = {}
+        for lr in self.a.lrs:
+            r = self.record["runs"].get(run_id(arm, lr, 1))
+            res[lr] = (L.best_point(*L.with_step0(r["curves"], step0))[1]
+                       if r and r["status"] == "done" else float("nan"))
+        return res
+
+    def chosen(self, arm: str) -> Optional[float]:
+        lr, lowest = L.choose_lr(self.best_by_lr(arm))
+        if lr is not None and lowest:
+            log(f"{arm}: best rate {lr_name(lr)} is the grid's lowest; the protocol adds a lower one (--lrs)")
+        return lr
+
+    def step0(self) -> Optional[float]:
+        v = self.record.get("sft", {}).get("val")
+        return v["metrics"]["rank/ndcg@20"][0] if v else None
+
+    # ------------------------------------------------------------------------------------------------ phases
+    def plan(self) -> List[str]:
+        todo = []
+        for arm in self.a.arms:
+            for lr in self.a.lrs:
+                r = self.record["runs"].get(run_id(arm, lr, 1))
+                if not r or r["status"] != "done":
+                    todo.append(f"tune  {run_id(arm, lr, 1)}" + (f" ({r['status']})" if r else ""))
+        for arm in self.a.arms:
+            lr = L.choose_lr(self.best_by_lr(arm))[0]
+            if lr is None or any(t.startswith(f"tune  {arm}_lr") for t in todo):
+                todo.append(f"final {arm}: after its grid")
+                continue
+            for seed in self.a.seeds:
+                r = self.record["runs"].get(run_id(arm, lr, seed))
+                if not r or r["status"] != "done" or not r.get("test"):
+                    todo.append(f"final {run_id(arm, lr, seed)}" + ("" if not r else " (test evaluation)"))
+        return todo
+
+    def tune(self) -> None:
+        for lr in self.a.lrs:  # rate-major: a load change on the shared machine hits every arm alike
+            for arm in self.a.arms:
+                self.run(arm, lr, 1)
+
+    def final(self) -> None:
+        for seed in self.a.seeds:
+            for arm in self.a.arms:
+                lr = self.chosen(arm)
+                if lr is None:
+                    log(f"{arm}: no finished tuning run; run `tune` first")
+                    continue
+                self.run(arm, lr, seed)
+                self.test_eval(run_id(arm, lr, seed))
+
+    # ------------------------------------------------------------------------------------------------ report
+    def report(self) -> str:
+        rec, step0 = self.record, self.step0()
+        runs = rec["runs"]
+        out: List[str] = []
+        p = rec.get("protocol", {})
+        out.append(f"Steps {p.get('steps')}, validation every {p.get('eval_every')} steps "
+                   f"({EVAL_SAMPLES} sampled lists per conversation, T = 1); SFT start weights sha256 "
+                   f"{rec.get('sft', {}).get('weights_sha256', '?')[:12]}.")
+        # references
+        ref_rows = []
+        for split in ("val", "test"):
+            sft = rec.get("sft", {}).get(split)
+            if sft:
+                ref_rows.append([f"SFT start ({split})", f"{sft['metrics']['rank/ndcg@20'][0]:.3f} ± "
+                                 f"{sft['metrics']['rank/ndcg@20'][1] or 0:.3f}",
+                                 f"{sft['metrics']['rank/recall@20'][0]:.3f}", f"{sft['in_catalog_rate']:.2f}",
+                                 f"{sft['duplicate_rate']:.2f}"])
+            for kind, r in rec.get("references", {}).get(split, {}).items():
+                ref_rows.append([f"{kind} lists ({split})", "%.3f ± %.3f" % tuple(r["metrics"]["rank/ndcg@20"]),
+                                 "%.3f" % r["metrics"]["rank/recall@20"][0], "%.2f" % r["in_catalog_rate"][0],
+                                 "%.2f" % r["duplicate_rate"][0]])
+        out += ["\n### References\n", L.table(["list", "NDCG@20", "Recall@20", "in-catalog", "duplicates"], ref_rows)]
+        # the grid
+        grid_rows = []
+        for arm in ARMS:
+            best = self.best_by_lr(arm)
+            if all(math.isnan(v) for v in best.values()) and not any(r["arm"] == arm for r in runs.values()):
+                continue
+            lr, lowest = L.choose_lr(best)
+            cells = []
+            for g in self.a.lrs:
+                r = runs.get(run_id(arm, g, 1))
+                if r is None:
+                    cells.append("not run")
+                elif r["status"] != "done":
+                    cells.append(f"failed (exit {r['rc']})")
+                else:
+                    s, v = L.best_point(*L.with_step0(r["curves"], step0))
+                    last = r["curves"]["eval_ndcg"][-1] if r["curves"]["eval_ndcg"] else float("nan")
+                    cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
+                                 f"(last {last:.3f})")
+            grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + (" (lowest)" if lowest else "")) if lr else "-"])
+        out += ["\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value)\n",
+                L.table(["arm", *map(lr_name, self.a.lrs), "chosen"], grid_rows)]
+        # final runs
+        fin_rows, series = [], {}
+        for arm in ARMS:
+            lr = L.choose_lr(self.best_by_lr(arm))[0]
+            if lr is None:
+                continue
+            rs = [runs[run_id(arm, lr, s)] for s in self.a.seeds if run_id(arm, lr, s) in runs]
+            done = [r for r in rs if r["status"] == "done"]
+            tested = [r for r in done if r.get("test")]
+            if not done:
+                continue
+            series[f"{LABELS[arm]}, lr {lr_name(lr)} ({len(done)} seeds)"] = L.mean_curve([r["curves"] for r in done],
+                                                                                           step0)
+            t = lambda key: [r["test"]["metrics"][key][0] for r in tested]  # noqa: E731
+            tr = lambda key: [r["test"][key] for r in tested]  # noqa: E731
+            fin_rows.append([LABELS[arm], lr_name(lr), f"{len(done)}/{len(rs)}", len(tested),
+                             L.fmt([L.best_point(*L.with_step0(r["curves"], step0))[1] for r in done]),
+                             L.fmt(t("rank/ndcg@20")), L.fmt(t("rank/recall@20")), L.fmt(tr("in_catalog_rate"), 2),
+                             L.fmt(tr("duplicate_rate"), 2), L.fmt(tr("mean_items"), 1),
+                             L.fmt([L.mean_sd(r["curves"]["clip_low"])[0] for r in done], 4)])
+        out += ["\n### Final runs at each arm's rate: mean ± sd over seeds\n",
+                L.table(["arm", "lr", "runs ok", "tested", "best val NDCG@20", "test NDCG@20", "test Recall@20",
+                         "test in-catalog", "test duplicates", "test items", "clip fraction (low / all)"], fin_rows)]
+        # steps ratio, per seed and on the mean curves
+        ratio_lines = []
+        for r_arm, s_arm in (("rank", "sequence"), ("rank_noshape", "sequence_noshape")):
+            lr_r, lr_s = (L.choose_lr(self.best_by_lr(a))[0] for a in (r_arm, s_arm))
+            if lr_r is None or lr_s is None:
+                continue
+            per_seed = []
+            for s in self.a.seeds:
+                a, b = runs.get(run_id(r_arm, lr_r, s)), runs.get(run_id(s_arm, lr_s, s))
+                if a and b and a["status"] == b["status"] == "done":
+                    res = L.steps_ratio(L.with_step0(a["curves"], step0), L.with_step0(b["curves"], step0))
+                    per_seed.append(res)
+                    ratio_lines.append(f"- {r_arm} vs {s_arm}, seed {s}: {s_arm} best {res['target']:.3f} at step "
+                                       f"{res['sequence_step']}, {r_arm} reaches it at step {res['rank_step']}"
+                                       + (f" -> {res['ratio']:.2f}x" if res["ratio"] is not None else ""))
+            if per_seed:
+                ok = [x["ratio"] for x in per_seed if x["ratio"] is not None]
+                ratio_lines.append(f"- **{r_arm} vs {s_arm}: steps ratio {L.fmt(ok, 2)}** over {len(ok)} of "
+                                   f"{len(per_seed)} seed pairs (the others never reach it)")
+        if ratio_lines:
+            out += ["\n### Steps to the sequence-level arm's best validation value\n", "\n".join(ratio_lines)]
+        if series and not self.quick:
+            hl = {}
+            for kind in ("teacher", "random", "oracle"):
+                r = rec.get("references", {}).get("val", {}).get(kind)
+                if r and kind != "oracle":
+                    hl[f"{kind} lists"] = r["metrics"]["rank/ndcg@20"][0]
+            png = L.plot_curves(Path(f"{self.img_prefix}_val_ndcg.png"),
+                                "Validation NDCG@20 (sampled T=1), mean ± sd over seeds, each arm at its rate",
+                                series, hl)
+            if png:
+                out.append(f"\nPlot: {png.relative_to(ROOT)}")
+        failed = [f"- {rid}: exit {r['rc']} after {r['wall_s']:.0f}s, {r['steps_logged']} steps logged"
+                  for rid, r in sorted(runs.items()) if r["status"] == "failed"]
+        failed += [f"- {rid}, earlier attempt: exit {x['rc']} after {x['wall_s']:.0f}s" for rid, r in
+                   sorted(runs.items()) for x in r.get("attempts", [])]
+        if failed:
+            out += ["\n### Failed runs and attempts\n", "\n".join(failed)]
+        return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("phase", choices=["plan", "tune", "final", "report"])
+    ap.add_argument("--tag", default="", help="a separate task / record: runs/learning_TAG, "
+                    "benchmarks/results/learning_TAG.json, docs/img/learning_TAG_*.png")
+    ap.add_argument("--synth-args", default="", help="flags for `rank-grpo synth` (the task; default: its defaults)")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="the learning-rate grid")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds of the final runs")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--eval-every", type=int, default=5)
+    ap.add_argument("--out", help="run folder (default runs/learning[_TAG])")
+    ap.add_argument("--results", help="the record (default benchmarks/results/learning[_TAG].json)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 4 steps, rank + sequence at 3e-4, 1 SFT "
+                    "epoch, nothing recorded (runs/learning_quick)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.tag, a.steps, a.eval_every, a.lrs, a.seeds = "quick", 4, 2, [3e-4], [1]
+        a.arms = [x for x in a.arms if x in ("rank", "sequence")] or a.arms[:1]
+    b = Bench(a)
+    if a.phase == "plan":
+        print("\n".join(b.plan()) or "nothing left to run")
+        return 0
+    if a.phase in ("tune", "final"):
+        b.setup()
+        getattr(b, a.phase)()
+    print(b.report())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""benchmarks/_learning.py, the learning benchmark's statistics and decisions, on hand-written launcher logs and
+hand-worked numbers (no OpenRLHF run); and benchmarks/learning.py's report on a hand-made record."""
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def L():
+    return _load("_learning")
+
+
+def _log(rewards, evals):
+    out = [f"(PPOTrainer pid=1) Global step {i}: {{'reward': {r}, 'rank_grpo/ndcg': {r}, 'rank_grpo/hit_r02': 0.5, "
+           f"'rank_grpo/hit_r01': {i / 4}, 'rank_grpo/clip_frac_low': 0.01}}" for i, r in enumerate(rewards, 1)]
+    out += [f"(PPOTrainer pid=1) INFO ✨ Evaluation completed in 0:00:11, global_step {st}, "
+            f"eval_metrics: {{'eval_default_pass8': 0.9, 'eval_default_pass1': {v}}}" for st, v in evals]
+    return "\n".join(out) + "\n"
+
+
+def test_curves_from_a_launcher_log(tmp_path, L):
+    (tmp_path / "train.log").write_text(_log([0.1, 0.2, 0.3, 0.4], [(2, 0.22), (4, 0.24), (4, 0.24)]))
+    c = L.curves(tmp_path / "train.log")
+    assert c["step"] == [1, 2, 3, 4] and c["reward"] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert c["hits"][3] == [1.0, 0.5]  # ranks in order, whatever the log's key order
+    assert c["eval_step"] == [2, 4] and c["eval_ndcg"] == pytest.approx([0.22, 0.24])  # one per step
+    assert c["clip_low"] == [0.01] * 4 and all(math.isnan(x) for x in c["clip_high"])
+    assert L.with_step0(c, 0.15) == ([0, 2, 4], [0.15, 0.22, 0.24])
+    assert L.with_step0(c, None) == ([2, 4], [0.22, 0.24])
+
+
+def test_statistics(L):
+    m, sd = L.mean_sd([1.0, 2.0, 4.0, float("nan")])  # nan (a diverged step) is left out
+    assert m == pytest.approx(7 / 3)
+    assert sd == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert L.mean_sd([0.5]) == (0.5, 0.0) and math.isnan(L.mean_sd([])[0])
+    assert L.fmt([0.3, 0.5]) == "0.400 ± 0.141" and L.fmt([]) == "n/a"
+    runs = [{"eval_step": [5, 10, 15], "eval_ndcg": [0.2, 0.3, 0.4]}, {"eval_step": [5, 10], "eval_ndcg": [0.4, 0.5]}]
+    steps, mean, sd = L.mean_curve(runs, step0=0.1)
+    assert steps == [0, 5, 10] and mean == pytest.approx([0.1, 0.3, 0.4]) and sd[0] == 0.0  # common steps only
+    assert sd[1] == pytest.approx(math.sqrt(0.02))
+
+
+def test_best_reach_and_flat(L):
+    steps = [0, 5, 10, 15, 20, 30, 40]
+    values = [0.1, 0.2, 0.3, float("nan"), 0.3, 0.31, 0.29]
+    assert L.best_point(steps, values) == (30, 0.31)
+    assert L.best_point(steps, [0.3, 0.3]) == (0, 0.3)  # the first step of the maximum
+    assert L.first_reach(steps, values, 0.3) == 10 and L.first_reach(steps, values, 0.5) is None
+    assert L.flat_since(steps, values, tol=0.02) == 10  # 0.31 at 30 is within 0.02 of the 0.30 best
+    assert L.flat_since(steps, values, tol=0.0) == 30
+
+
+def test_choose_lr_and_steps_ratio(L):
+    assert L.choose_lr({1e-4: 0.25, 3e-4: 0.30, 1e-3: 0.29}) == (3e-4, False)
+    assert L.choose_lr({1e-4: 0.31, 3e-4: 0.30, 1e-3: float("nan")}) == (1e-4, True)  # the lowest: extend grid
+    assert L.choose_lr({1e-4: 0.30, 3e-4: 0.30}) == (1e-4, True)  # a tie goes to the lower rate
+    assert L.choose_lr({1e-4: float("nan")}) == (None, False)
+    seq = ([0, 10, 20, 30], [0.1, 0.2, 0.25, 0.24])  # best 0.25 at step 20
+    assert L.steps_ratio(([0, 10, 20, 30], [0.1, 0.26, 0.3, 0.3]), seq) == {
+        "target": 0.25, "sequence_step": 20, "rank_step": 10, "ratio": 0.5}
+    assert L.steps_ratio(([0, 10, 20, 30], [0.1, 0.2, 0.2, 0.2]), seq)["ratio"] is None
+
+
+def test_reference_lists(L):
+    from rank_grpo_plugin.data import Row
+    from rank_grpo_plugin.recsys.catalog import Catalog
+
+    cat = Catalog([(f"Film {i}", 2000 + i) for i in range(30)])
+    rows = [Row("r1", [{"role": "user", "content": "x"}], [("Film 1", 2001), ("Film 2", 2002)], ["Film 3"],
+                completion="Film 2 (2002)\nFilm 9 (2009)"),
+            Row("r2", [{"role": "user", "content": "y"}], [("Film 5", 2005)], [], completion="Film 5 (2005)")]
+    oracle = L.reference_lists(rows, cat, "oracle", draws=3)
+    assert all(len(lst.split("\n")) == 20 for per in oracle for lst in per)
+    assert all(per[0].split("\n")[:2] == ["Film 1 (2001)", "Film 2 (2002)"] for per in oracle[:1])
+    s = L.score_lists(rows, oracle, cat)
+    assert s["draws"] == 3 and s["metrics"]["rank/ndcg@20"] == (1.0, 0.0) and s["duplicate_rate"] == (0.0, 0.0)
+    teacher = L.score_lists(rows, L.reference_lists(rows, cat, "teacher"), cat)
+    # row 1: hit at rank 1 of 2 ground-truth items -> NDCG 1 / (1 + 1/log2(3)); row 2: NDCG 1
+    assert teacher["metrics"]["rank/ndcg@20"][0] == pytest.approx((1 / (1 + 1 / math.log2(3)) + 1) / 2)
+    rand = L.reference_lists(rows, cat, "random", draws=4, seed=1)
+    assert all(len(set(lst.split("\n"))) == 20 for per in rand for lst in per)  # K distinct items
+    assert rand == L.reference_lists(rows, cat, "random", draws=4, seed=1)  # reproducible from the seed
+    assert L.score_lists(rows, rand, cat)["in_catalog_rate"] == (1.0, 0.0)
+    with pytest.raises(ValueError, match="valid: teacher, random, oracle"):
+        L.reference_lists(rows, cat, "best")
+
+
+def test_report_from_a_record(tmp_path, L, capsys):
+    """learning.py's report reads only the record: grid, chosen rates, per-seed steps ratio, failed runs."""
+    lb = _load("learning")
+    record = {"runs": {}, "sft": {"val": {"metrics": {"rank/ndcg@20": [0.15, 0.01], "rank/recall@20": [0.2, 0.0]},
+                                          "in_catalog_rate": 0.9, "duplicate_rate": 0.1}}}
+
+    def put(arm, lr, seed, evals, status="done"):
+        curves = {"eval_step": [s for s, _ in evals], "eval_ndcg": [v for _, v in evals], "clip_low": [0.1]}
+        record["runs"][lb.run_id(arm, lr, seed)] = {"arm": arm, "lr": lr, "seed": seed, "status": status, "rc": 0,
+                                                    "wall_s": 1.0, "steps_logged": 3, "curves": curves}
+
+    put("rank", 1e-4, 1, [(10, 0.20), (20, 0.25)])
+    put("rank", 3e-4, 1, [(10, 0.30), (20, 0.31)])
+    put("sequence", 1e-4, 1, [(10, 0.20), (20, 0.28)])
+    put("sequence", 3e-4, 1, [(10, 0.30)], status="failed")
+    put("rank", 3e-4, 2, [(10, 0.32), (20, 0.30)])
+    put("sequence", 1e-4, 2, [(10, 0.26), (20, 0.27)])
+    path = tmp_path / "rec.json"
+    path.write_text(json.dumps(record))
+    args = lb.argparse.Namespace(tag="t", out=str(tmp_path / "runs"), results=str(path), quick=True,
+                                 lrs=[1e-4, 3e-4], seeds=[1, 2], arms=list(lb.ARMS), steps=20, eval_every=10,
+                                 synth_args="")
+    b = lb.Bench(args)
+    b.record = record
+    assert b.chosen("rank") == 3e-4 and b.chosen("sequence") == 1e-4  # sequence's 3e-4 run failed
+    assert "sequence" in capsys.readouterr().out  # its best is the grid's lowest: said
+    text = b.report()
+    assert "| **0.310** @20 (last 0.310) |" in text  # rank at 3e-4: best 0.31 at step 20
+    # seed 1: sequence best 0.28 at step 20, rank reaches it at 10 -> 0.5; seed 2: 0.27 at 20, rank at 10 -> 0.5
+    assert "rank vs sequence, seed 1: sequence best 0.280 at step 20, rank reaches it at step 10 -> 0.50x" in text
+    assert "**rank vs sequence: steps ratio 0.50 ± 0.00** over 2 of 2 seed pairs" in text
+    assert "sequence_lr3e-4_s1: exit 0" in text  # failed runs are listed
+    assert lb.lr_name(3e-4) == "3e-4" and lb.lr_name(1e-3) == "1e-3"
