@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from rank_grpo_plugin.files import write_atomic  # noqa: E402
 from rank_grpo_plugin.resources import REDDIT_V2 as REDDIT, RESOURCES as DATA  # noqa: E402  (the shipped data)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,9 +241,7 @@ def write_json(name: str, payload: dict, out_dir: Optional[str], quick: bool) ->
     d = Path(out_dir) if out_dir else RESULTS
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{name}{'_quick' if quick else ''}.json"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=1, sort_keys=False) + "\n")
     return path
 
 

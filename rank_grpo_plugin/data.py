@@ -12,7 +12,8 @@ a target list::
 
 Inputs: JSONL, a JSON list, or a directory written by ``datasets.Dataset.save_to_disk`` (``datasets`` is
 imported only for that case). Every row is checked; errors name the file, the row (line number for JSONL,
-1-based index otherwise) and the field. Also the writer used by the CLI: :func:`write_atomic`.
+1-based index otherwise) and the field. :func:`dump_rows` serialises output rows; :func:`write_atomic`
+(:mod:`rank_grpo_plugin.files`) writes them.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .files import write_atomic  # re-exported beside dump_rows; its home is rank_grpo_plugin.files
 from .recsys.catalog import parse_year
 from .resources import RESOURCES
 
@@ -316,23 +318,6 @@ def load_rows(path: str, fields: Fields = Fields(), need_completion: bool = Fals
 
 
 # --------------------------------------------------------------------------------------------- writing
-def write_atomic(path: str, text_or_bytes: Any) -> None:
-    """Write a whole file through a temp file in the same directory, renamed into place."""
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    mode = "wb" if isinstance(text_or_bytes, (bytes, bytearray)) else "w"
-    try:
-        with open(tmp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-            f.write(text_or_bytes)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def dump_rows(path: str, rows: Sequence[Dict[str, Any]]) -> str:
     """Serialise output rows as JSONL (``.jsonl``) or a JSON list (``.json``)."""
     ext = os.path.splitext(path)[1].lower()

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
+from .files import atomic_paths
 from .resources import RESOURCES
 
 __all__ = ["build_tiny_model", "CHAT_TEMPLATE", "PRETOKENIZE_REGEX"]
@@ -213,10 +212,10 @@ def build_tiny_model(
     import torch
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with atomic_paths(out) as (tmp_dir,):
+        tmp = Path(tmp_dir)
+        tmp.mkdir()
+        tmp.chmod(0o755)  # readable by every process that loads the model, whatever the umask
         tok = _train_tokenizer(_corpus(files), vocab_size)
         hf_tok = PreTrainedTokenizerFast(
             tokenizer_object=tok,
@@ -273,10 +272,6 @@ def build_tiny_model(
         )
         if out.exists():
             shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(out)
 
 

@@ -5,14 +5,15 @@
 
 The stream is ``epochs`` passes over the JSONL rows, each pass shuffled with seed ``seed + epoch``; the first
 ``split-at`` rows of the stream go to ``out1`` and the rest to ``out2`` (each run then trains one episode over its
-file). Lines are copied verbatim; only the standard library is used.
+file). Lines are copied verbatim; each output is written atomically (:func:`rank_grpo_plugin.files.write_atomic`).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
+
+from rank_grpo_plugin.files import write_atomic
 
 
 def stream(lines, epochs: int, seed: int):
@@ -44,11 +45,7 @@ def main(argv=None) -> int:
                  f"epochs); without a drop inside the run, train in one phase instead")
     rows = list(stream(lines, a.epochs, a.seed))
     for path, part in ((a.out1, rows[: a.split_at]), (a.out2, rows[a.split_at:])):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(part)
-        os.replace(tmp, path)
+        write_atomic(path, "".join(part))
         print(f"wrote {len(part)} prompts to {path}", file=sys.stderr)
     return 0
 

@@ -140,7 +140,8 @@ def _data_tag(path: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import Fields, load_rows, write_atomic
+    from ..data import Fields, load_rows
+    from ..files import write_atomic
     from ..recsys.evaluation import aggregate, evaluate_list, sample_spread
     from .report import plot_per_rank, summary_markdown
 

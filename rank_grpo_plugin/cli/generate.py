@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..files import atomic_paths
 from .common import CliError, cache_dir, progress
 
 SMOLLM2 = "smollm2"  # model spec for the embedded default
@@ -66,13 +67,11 @@ def prepare_smollm2(cache: Optional[Path] = None) -> Path:
     model.config.pad_token_id = pad
     model.generation_config.eos_token_id = eos
     model.generation_config.pad_token_id = pad
-    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    (tmp / "rank_grpo_stamp.json").write_text(json.dumps({"source": gguf.name}) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp, out)
+    with atomic_paths(out) as (tmp,):
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        Path(tmp, "rank_grpo_stamp.json").write_text(json.dumps({"source": gguf.name}) + "\n")
+        shutil.rmtree(out, ignore_errors=True)
     return out
 
 

@@ -95,7 +95,8 @@ def build_outputs(rows, input_key="input", label_key="label", output_key="output
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import Fields, dump_rows, load_rows, write_atomic
+    from ..data import Fields, dump_rows, load_rows
+    from ..files import write_atomic
 
     if not args.rl and not args.sft:
         raise CliError("nothing to write: give --rl OUT and/or --sft OUT")

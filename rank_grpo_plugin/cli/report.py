@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Dict, Optional, Sequence
 
+from ..files import atomic_paths, write_atomic
 from .common import CliError
 
 
@@ -139,16 +140,15 @@ def plot_per_rank(runs: Sequence[Dict], names: Sequence[str], path: str) -> Opti
         if n > 1 or ax is ax1:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_paths(path, suffix=".png") as (tmp,):
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import write_atomic
-
     runs = [load_run(p) for p in args.runs]
     names = list(args.names or [])
     if names and len(names) != len(runs):

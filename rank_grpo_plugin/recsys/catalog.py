@@ -13,6 +13,7 @@ import os
 import pickletools
 from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
+from ..files import write_atomic
 from .parse import normalize_title
 
 __all__ = ["Catalog", "CatalogError", "load_pickle_catalog", "parse_year"]
@@ -139,12 +140,8 @@ class Catalog:
 
     def to_jsonl(self, path: PathLike) -> None:
         """Write ``{"title", "year"}`` lines (atomically: a temp file renamed into place)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for title, year in self.items:
-                f.write(json.dumps({"title": title, "year": year}, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(json.dumps({"title": title, "year": year}, ensure_ascii=False) + "\n"
+                                   for title, year in self.items))
 
 
 def _jsonl_rows(text: str, path: str) -> Iterator[Tuple[int, object]]:

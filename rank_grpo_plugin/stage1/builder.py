@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..files import atomic_paths
 from ..recsys.catalog import Catalog
 from ..recsys.match import catalog_hits
 from ..recsys.metrics import ndcg_at_k, recall_at_k
@@ -159,13 +160,6 @@ def _ranked_lines(order_scores: torch.Tensor, cand_idx: torch.Tensor, index: Cat
     order = torch.sort(order_scores, dim=1, descending=True, stable=True).indices[:, :k]
     picked = torch.gather(cand_idx, 1, order)
     return ["\n".join(index.lines[c] for c in row) for row in picked.tolist()]
-
-
-def _write_atomic(path: str, writer: Callable[[Any], None]) -> str:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        writer(f)
-    return tmp
 
 
 def build_bc_data(cfg: BuildConfig, client=None, embedder=None, log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
@@ -353,7 +347,6 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
 
     paths = {name: os.path.join(cfg.out, name) for name in
              ("sft.jsonl", "lists.jsonl", "adjust_params.json", "report.json", "report.md")}
-    tmps = []
 
     def w_sft(f):
         for row, text in zip(rows, final_lists):
@@ -372,26 +365,19 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
                    "lists": {name: texts[i].split("\n") for name, texts in lists.items()}}
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
-    try:
-        tmps.append((_write_atomic(paths["sft.jsonl"], w_sft), paths["sft.jsonl"]))
-        tmps.append((_write_atomic(paths["lists.jsonl"], w_lists), paths["lists.jsonl"]))
-        if w is not None:
-            params_doc = {"catalog_fingerprint": index.fingerprint, "catalog_items": len(index),
-                          "lambda_w": cfg.lambda_w, "lambda_b": cfg.lambda_b, "reflect_weight": cfg.reflect_weight,
-                          "lambda_conv": cfg.lambda_conv, "loss": report["adjust"]["loss"],
-                          "w": [round(v, 6) for v in w.tolist()], "b": [round(v, 6) for v in b.tolist()]}
-            tmps.append((_write_atomic(paths["adjust_params.json"], lambda f: json.dump(params_doc, f)),
-                         paths["adjust_params.json"]))
-        tmps.append((_write_atomic(paths["report.json"], lambda f: json.dump(report, f, indent=2, default=str)),
-                     paths["report.json"]))
-        tmps.append((_write_atomic(paths["report.md"], lambda f: f.write(format_report(report))), paths["report.md"]))
-    except BaseException:
-        for tmp, _ in tmps:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        raise
-    for tmp, path in tmps:
-        os.replace(tmp, path)
+    writers = {"sft.jsonl": w_sft, "lists.jsonl": w_lists}
+    if w is not None:
+        params_doc = {"catalog_fingerprint": index.fingerprint, "catalog_items": len(index),
+                      "lambda_w": cfg.lambda_w, "lambda_b": cfg.lambda_b, "reflect_weight": cfg.reflect_weight,
+                      "lambda_conv": cfg.lambda_conv, "loss": report["adjust"]["loss"],
+                      "w": [round(v, 6) for v in w.tolist()], "b": [round(v, 6) for v in b.tolist()]}
+        writers["adjust_params.json"] = lambda f: json.dump(params_doc, f)
+    writers["report.json"] = lambda f: json.dump(report, f, indent=2, default=str)
+    writers["report.md"] = lambda f: f.write(format_report(report))
+    with atomic_paths(*(paths[name] for name in writers)) as tmps:  # all files replaced, or none
+        for tmp, writer in zip(tmps, writers.values()):
+            with open(tmp, "w", encoding="utf-8") as f:
+                writer(f)
     report["outputs"] = {k: v for k, v in paths.items() if os.path.exists(v)}
     return report
 

@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 
+from ..files import atomic_paths
 from .data import DEFAULT_EMBEDDER
 
 __all__ = [
@@ -161,10 +162,8 @@ def catalog_embeddings(embed: Callable[[Sequence[str]], torch.Tensor], texts: Se
             return torch.from_numpy(arr.astype(np.float32)), True
     emb = embed(list(texts))
     if path:
-        os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}.npy"
-        np.save(tmp, emb.numpy(), allow_pickle=False)
-        os.replace(tmp, path)
+        with atomic_paths(path, suffix=".npy") as (tmp,):
+            np.save(tmp, emb.numpy(), allow_pickle=False)
     return emb, False
 
 

@@ -305,7 +305,7 @@ def _row(cfg: SynthConfig, split: str, combo: Combination, groups: List[List[Ite
 
 def write_task(task: SynthTask, out_dir) -> Dict[str, Path]:
     """Write ``train/val/test.jsonl``, ``catalog.jsonl`` (the task's items) and ``task.json``; returns the paths."""
-    from ..data import write_atomic
+    from ..files import write_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
