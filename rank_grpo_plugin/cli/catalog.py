@@ -10,7 +10,7 @@ import sys
 from collections import Counter, defaultdict
 from typing import Dict, List, Tuple
 
-from .common import CliError, load_catalog, progress
+from .common import CliError, progress, read_catalog
 
 
 def add_parser(sub: "argparse._SubParsersAction") -> None:
@@ -66,7 +66,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise CliError("nothing to build from: give --data ROWS... and/or --catalog FILE...")
     items: List[Tuple[str, int]] = []
     for path in args.catalog:
-        items += load_catalog(path).items
+        items += read_catalog(path).items
     for path in args.data:
         for where, rec in progress(iter_records(path, args.split), f"catalog {os.path.basename(path)}", unit="row"):
             if not isinstance(rec, dict) or args.groundtruth_field not in rec:
@@ -84,7 +84,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_convert(args: argparse.Namespace) -> int:
     _check_out(args.out)
-    cat = load_catalog(args.source)
+    cat = read_catalog(args.source)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     cat.to_jsonl(args.out)
     print(f"wrote {args.out}: {len(cat)} items from {args.source}", file=sys.stderr)
@@ -129,7 +129,7 @@ def inspect_catalog(items: List[Tuple[str, int]], show: int = 10) -> Dict[str, o
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    cat = load_catalog(args.source)
+    cat = read_catalog(args.source)
     report = inspect_catalog(cat.items, args.show)
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))

@@ -28,8 +28,10 @@ def progress(iterable: Iterable[T], desc: str, total: Optional[int] = None, unit
 
 
 
-def load_catalog(path: str) -> Catalog:
-    """A catalog from JSONL/JSON/CSV/TSV, or from the official pickle through the core's safe reader."""
+def read_catalog(path: str) -> Catalog:
+    """The catalog file a command was given: JSONL/JSON/CSV/TSV, or the official pickle through the core's safe
+    reader; a bad or unreadable file is a :class:`CliError` (the reward's per-process cache is
+    :func:`rank_grpo_plugin.scoring.load_catalog`)."""
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext in (".pkl", ".pickle"):

@@ -10,7 +10,7 @@ import time
 from typing import Dict, List, Optional
 
 from ..data import default_data_dir
-from .common import CliError, load_catalog, progress
+from .common import CliError, progress, read_catalog
 
 DEFAULT_LIMIT = 100  # rows of the ReDial test split in the no-argument demo
 
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     t_start = time.time()
     fields = Fields(args.prompt_field, args.completion_field, args.seen_field, args.groundtruth_field)
     rows = load_rows(args.data, fields, need_completion=args.from_data, split=args.split, limit=args.limit)
-    catalog = load_catalog(args.catalog)
+    catalog = read_catalog(args.catalog)
     keys = [r.prompt_key() for r in rows]
     unique = list(dict.fromkeys(keys))
     first_row = {}

@@ -51,7 +51,7 @@ def hit_keys(num_ranks: int) -> List[str]:
     return [hit_key(k, num_ranks) for k in range(num_ranks)]
 
 
-def completion_text(query: str, prompt: str) -> str:
+def response_text(query: str, prompt: str) -> str:
     """The generated part of OpenRLHF's ``query`` (prompt + response decoded with special tokens), without the
     trailing special tokens (EOS) so the last line parses like the others."""
     if not isinstance(query, str):
@@ -85,7 +85,7 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):
         where = f"sample with prompt {str(prompt)[-80:]!r}"
         try:
-            res = score_completion(completion_text(query, prompt), label, catalog, k, opts.year_tolerance, where)
+            res = score_completion(response_text(query, prompt), label, catalog, k, opts.year_tolerance, where)
             res["label_error"] = 0.0
         except LabelError as e:
             logger.error("rank_grpo reward: %s", e)

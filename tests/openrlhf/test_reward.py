@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rank_grpo_plugin.data import LabelError, parse_label
-from rank_grpo_plugin.openrlhf import flags as plugin_cli
-from rank_grpo_plugin.openrlhf.reward import IN_CATALOG_KEY, LABEL_ERROR_KEY, completion_text, hit_keys
+from rank_grpo_plugin.openrlhf import flags
+from rank_grpo_plugin.openrlhf.reward import IN_CATALOG_KEY, LABEL_ERROR_KEY, response_text, hit_keys
 from rank_grpo_plugin.options import OPTIONS_ENV, RankGRPOOptions
 
 
@@ -19,7 +19,7 @@ def _label(row):
 
 
 def _load_like_openrlhf():
-    spec = importlib.util.spec_from_file_location("reward_func", plugin_cli.REWARD_FILE)
+    spec = importlib.util.spec_from_file_location("reward_func", flags.REWARD_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.reward_func
@@ -89,10 +89,10 @@ def test_malformed_label_is_flagged_and_named(catalog_path, label, message):
     assert out["extra_logs"][LABEL_ERROR_KEY][0].item() == 1.0 and out["rewards"][0].item() == 0.0
 
 
-def test_label_forms_and_completion_text():
+def test_label_forms_and_response_text():
     gt, seen = parse_label({"groundtruth_with_release_year": [["Heat", "1995"]], "seen_titles": ["Alien"]})
     assert gt == [["Heat", "1995"]] and seen == ["Alien"]
     assert parse_label('{"groundtruth": [["Heat", 1995]]}') == ([["Heat", 1995]], [])
-    assert completion_text("PA\nB (1999)<|im_end|>", "P") == "A\nB (1999)"
+    assert response_text("PA\nB (1999)<|im_end|>", "P") == "A\nB (1999)"
     body = "x" * 70 + "PROMPT-TAIL"  # a tokenizer round trip changed the prompt's start, not its end
-    assert completion_text("zz" + body + "Heat (1995)</s>", "yy" + body) == "Heat (1995)"
+    assert response_text("zz" + body + "Heat (1995)</s>", "yy" + body) == "Heat (1995)"
