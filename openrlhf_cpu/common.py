@@ -26,13 +26,13 @@ class WeightSyncError(CpuBackendError):
 def require(module, qualname: str):
     """``module.qualname`` after the upstream fingerprint check (:func:`openrlhf_compat.verify`);
     raises :class:`UpstreamChanged`."""
-    import openrlhf_compat as upstream
+    import openrlhf_compat
 
-    if not upstream.version_supported():
-        raise UpstreamChanged(f"{TAG} " + upstream.unsupported_message("the CPU backend (openrlhf_cpu)")
+    if not openrlhf_compat.version_supported():
+        raise UpstreamChanged(f"{TAG} " + openrlhf_compat.unsupported_message("the CPU backend (openrlhf_cpu)")
                               + f" Or run on CUDA, or set {ENV_FORCE}=0 to turn the CPU backend off.")
     try:
-        return upstream.require(module, qualname, error=UpstreamChanged,
-                                hint=f"update openrlhf_cpu for this OpenRLHF, or set {ENV_FORCE}=0")
+        return openrlhf_compat.require(module, qualname, error=UpstreamChanged,
+                                       hint=f"update openrlhf_cpu for this OpenRLHF, or set {ENV_FORCE}=0")
     except UpstreamChanged as e:
         raise UpstreamChanged(f"{TAG} {e}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 
-import openrlhf_compat as upstream
+import openrlhf_compat
 from rank_grpo_plugin._hooks import disabled, finder_installed, when_imported
 
 from .flags import ESTIMATOR, POLICY_LOSS
@@ -21,10 +21,10 @@ _REGISTERED: dict = {}  # "upstream" | "shim" -> module registered into
 
 def extension_points():
     """The module holding ``ADVANTAGE_ESTIMATORS`` / ``POLICY_LOSSES`` / ``CLI_EXTENSIONS`` in this process."""
-    if upstream.has_registry():
+    if openrlhf_compat.has_registry():
         import importlib
 
-        return importlib.import_module(upstream.REGISTRY_MODULE)
+        return importlib.import_module(openrlhf_compat.REGISTRY_MODULE)
     from . import shim
 
     shim.install()
@@ -48,7 +48,7 @@ def register_extensions(ext=None) -> None:
             ext.POLICY_LOSSES.register(POLICY_LOSS, RankGRPOPolicyLoss)
         if CLI_EXTENSION not in ext.CLI_EXTENSIONS:
             ext.CLI_EXTENSIONS.append(CLI_EXTENSION)
-        _REGISTERED["upstream" if ext.__name__ == upstream.REGISTRY_MODULE else "shim"] = ext.__name__
+        _REGISTERED["upstream" if ext.__name__ == openrlhf_compat.REGISTRY_MODULE else "shim"] = ext.__name__
 
 
 def activate(openrlhf_module=None) -> None:
@@ -56,8 +56,8 @@ def activate(openrlhf_module=None) -> None:
     upstream registry module is imported (it also calls the entry point; both are idempotent)."""
     if disabled():
         return
-    if upstream.has_registry():
-        when_imported(upstream.REGISTRY_MODULE, register_extensions)
+    if openrlhf_compat.has_registry():
+        when_imported(openrlhf_compat.REGISTRY_MODULE, register_extensions)
     else:
         register_extensions()
 
@@ -68,7 +68,7 @@ def patch_status() -> dict:
 
     status = dict(shim.STATUS) if "shim" in _REGISTERED else {}
     if "upstream" in _REGISTERED:
-        status[upstream.REGISTRY_MODULE] = "registered"
+        status[openrlhf_compat.REGISTRY_MODULE] = "registered"
     return status
 
 
@@ -77,8 +77,8 @@ def activation_report() -> dict:
     return {
         "active": (not disabled()) and finder_installed(),
         "disabled": disabled(),
-        "openrlhf_version": upstream.openrlhf_version(),
-        "registry": upstream.has_registry(),
+        "openrlhf_version": openrlhf_compat.openrlhf_version(),
+        "registry": openrlhf_compat.has_registry(),
         "extension_points": next(iter(_REGISTERED), None),
         "patches": patch_status(),
         "pid": os.getpid(),

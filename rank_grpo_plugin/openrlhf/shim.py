@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from rank_grpo_plugin._registry import Registry
 
-import openrlhf_compat as upstream
+import openrlhf_compat
 from rank_grpo_plugin._hooks import when_imported
 
 ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator")
@@ -39,11 +39,12 @@ _MARKER_FLAGS = ("--algo.advantage.estimator", "--actor.policy_loss_type", "--ro
                  "--reward.remote_url")
 
 
-def _changed(problem: str) -> upstream.OpenRLHFChanged:
-    return upstream.OpenRLHFChanged(
+def _changed(problem: str) -> openrlhf_compat.OpenRLHFChanged:
+    return openrlhf_compat.OpenRLHFChanged(
         f"rank_grpo_plugin cannot run rank_grpo: {problem}. The plugin's runtime patches were written against "
-        f"OpenRLHF {', '.join(upstream.SUPPORTED_OPENRLHF_VERSIONS)} and refuse to patch a function that changed. "
-        f"Install OpenRLHF {upstream.SUPPORTED_OPENRLHF_VERSIONS[-1]} or apply rank_grpo_plugin's patches/ diff."
+        f"OpenRLHF {', '.join(openrlhf_compat.SUPPORTED_OPENRLHF_VERSIONS)} and refuse to patch a function that "
+        "changed. "
+        f"Install OpenRLHF {openrlhf_compat.SUPPORTED_OPENRLHF_VERSIONS[-1]} or apply rank_grpo_plugin's patches/ diff."
     )
 
 
@@ -60,7 +61,7 @@ def _wrap(module, qualname: str, make: Callable[[Callable, Optional[str]], Calla
             return
         if getattr(original, "_rank_grpo_patch", False):
             return
-        problem = upstream.verify(module, qualname)
+        problem = openrlhf_compat.verify(module, qualname)
         wrapper = functools.update_wrapper(make(original, problem), original)
         wrapper._rank_grpo_patch = True
         setattr(cls, method, wrapper)
@@ -70,7 +71,7 @@ def _wrap(module, qualname: str, make: Callable[[Callable, Optional[str]], Calla
 def _patch_experience_maker(module) -> None:
     def make(original, problem):
         def compute_advantages_and_returns(self, experiences):
-            name = upstream.arg(self.strategy.args, "algo.advantage.estimator")
+            name = openrlhf_compat.arg(self.strategy.args, "algo.advantage.estimator")
             if name not in ADVANTAGE_ESTIMATORS:
                 return original(self, experiences)
             if problem is not None:
@@ -86,7 +87,7 @@ def _patch_ppo_actor(module) -> None:
     def make_init(original, problem):
         def __init__(self, strategy, *args, **kwargs):
             original(self, strategy, *args, **kwargs)
-            name = upstream.arg(strategy.args, "actor.policy_loss_type")
+            name = openrlhf_compat.arg(strategy.args, "actor.policy_loss_type")
             if name not in POLICY_LOSSES:
                 return
             if problem is not None:
@@ -123,7 +124,7 @@ def is_openrlhf_ppo_parser(parser: argparse.ArgumentParser) -> bool:
 def parser_problem(parser: argparse.ArgumentParser) -> Optional[str]:
     """None when the parser is the supported release's, else why not."""
     ours = set(ADVANTAGE_ESTIMATORS.names()) | set(POLICY_LOSSES.names())
-    return upstream.choices_problem(lambda flag: parser._option_string_actions[flag].choices, ours)
+    return openrlhf_compat.choices_problem(lambda flag: parser._option_string_actions[flag].choices, ours)
 
 
 def _mentions_ours(argv: List[str]) -> bool:

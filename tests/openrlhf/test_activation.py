@@ -125,7 +125,7 @@ def test_ray_actor_sees_plugin_and_opt_out(expect_registry):
 def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch):
     import types
 
-    import openrlhf_compat as upstream
+    import openrlhf_compat
     from rank_grpo_plugin.openrlhf import register, shim
 
     register.register_extensions(shim)
@@ -137,14 +137,15 @@ def test_changed_function_is_refused_only_for_rank_grpo(monkeypatch):
 
     mod.RemoteExperienceMaker = RemoteExperienceMaker
     mod.__name__ = "openrlhf.trainer.ppo_utils.experience_maker"
-    monkeypatch.setattr(upstream, "fingerprint", lambda module, qualname: "0" * 64)
+    monkeypatch.setattr(openrlhf_compat, "fingerprint", lambda module, qualname: "0" * 64)
     shim._patch_experience_maker(mod)
     maker = RemoteExperienceMaker()
     maker.strategy = types.SimpleNamespace(args=types.SimpleNamespace(
         algo=types.SimpleNamespace(advantage=types.SimpleNamespace(estimator="group_norm"))))
     assert maker.compute_advantages_and_returns([1]) == ["original", [1]]  # untouched
     maker.strategy.args.algo.advantage.estimator = "rank_grpo"
-    with pytest.raises(upstream.OpenRLHFChanged, match="compute_advantages_and_returns is not the OpenRLHF 0.11.2"):
+    with pytest.raises(openrlhf_compat.OpenRLHFChanged,
+                       match="compute_advantages_and_returns is not the OpenRLHF 0.11.2"):
         maker.compute_advantages_and_returns([1])
 
 
@@ -153,14 +154,14 @@ def test_fingerprints_match_installed_openrlhf():
     """Every function of the release table (adapter and CPU backend), read from the installed OpenRLHF."""
     import importlib
 
-    import openrlhf_compat as upstream
+    import openrlhf_compat
 
-    table = upstream.RELEASES[upstream.openrlhf_version()].sources
+    table = openrlhf_compat.RELEASES[openrlhf_compat.openrlhf_version()].sources
     assert len(table) == 11
     for key, want in table.items():
         mod_name, qualname = key.split(":")
-        assert upstream.fingerprint(importlib.import_module(mod_name), qualname) == want, key
-        assert upstream.verify(importlib.import_module(mod_name), qualname) is None, key
+        assert openrlhf_compat.fingerprint(importlib.import_module(mod_name), qualname) == want, key
+        assert openrlhf_compat.verify(importlib.import_module(mod_name), qualname) is None, key
 
 
 def test_one_import_hook_serves_every_caller():

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import openrlhf_compat as upstream
-from rank_grpo_plugin.openrlhf import flags as plugin_cli
+import openrlhf_compat
+from rank_grpo_plugin.openrlhf import flags
 from rank_grpo_plugin.options import OPTIONS_ENV, RankGRPOOptions
 
 
@@ -28,7 +28,7 @@ def test_both_spellings_parse_and_reach_args(helpers, catalog_path, monkeypatch)
         assert args.rank_grpo.gamma == 2.0
         assert args.rank_grpo.catalog == os.path.abspath(catalog_path)
         # the catalog reward is selected automatically (OpenRLHF then splits the URL list itself)
-        assert args.reward.remote_url == [plugin_cli.REWARD_FILE]
+        assert args.reward.remote_url == [flags.REWARD_FILE]
         assert args.critic.model_name_or_path is None
         assert list(args.actor.eps_clip_low_high) == [0.06, 0.08]  # core defaults when no eps flag is given
         assert args.rank_grpo.advantage_level == "rank"
@@ -60,18 +60,18 @@ def test_catalog_reward_for_a_grpo_baseline(helpers, catalog_path, capsys, monke
     monkeypatch.delenv(OPTIONS_ENV, raising=False)
     args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm",
                                                 "--rank_grpo.catalog", catalog_path, "--rank_grpo.num_ranks", "10"])
-    assert args.reward.remote_url == [plugin_cli.REWARD_FILE]  # the catalog flag selects the catalog reward
+    assert args.reward.remote_url == [flags.REWARD_FILE]  # the catalog flag selects the catalog reward
     assert args.actor.policy_loss_type == "ppo" and args.actor.eps_clip_low_high == (0.2, 0.2)
     opts = RankGRPOOptions.from_json(os.environ[OPTIONS_ENV])
     assert opts.catalog == os.path.abspath(catalog_path) and opts.num_ranks == 10
     monkeypatch.delenv(OPTIONS_ENV, raising=False)
     args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm", "--actor.policy_loss_type",
-                                                "gspo", "--reward.remote_url", plugin_cli.REWARD_FILE,
+                                                "gspo", "--reward.remote_url", flags.REWARD_FILE,
                                                 "--rank_grpo.catalog", catalog_path])
     assert args.actor.policy_loss_type == "gspo"
     assert RankGRPOOptions.from_json(os.environ[OPTIONS_ENV]).catalog == os.path.abspath(catalog_path)
     for extra, message in [
-        (["--reward.remote_url", plugin_cli.REWARD_FILE], "catalog reward needs a catalog"),
+        (["--reward.remote_url", flags.REWARD_FILE], "catalog reward needs a catalog"),
         (["--rank_grpo.catalog", catalog_path, "--reward.remote_url", "r.py"], "only configure the plugin's catalog"),
     ]:
         with pytest.raises(SystemExit):
@@ -124,7 +124,7 @@ def test_missing_reward_and_catalog_errors(helpers, tmp_path, capsys):
 
 @pytest.mark.patch_only  # with the upstream registry the version guard does not apply
 def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, monkeypatch):
-    monkeypatch.setattr(upstream, "openrlhf_version", lambda: "0.10.1")
+    monkeypatch.setattr(openrlhf_compat, "openrlhf_version", lambda: "0.10.1")
     with pytest.raises(SystemExit) as exc:
         helpers.run_cli(_rank(helpers, catalog_path))
     assert exc.value.code == 2
@@ -133,8 +133,8 @@ def test_unsupported_version_is_one_loud_error(helpers, catalog_path, capsys, mo
     # runs that do not ask for rank_grpo are untouched on other versions
     args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm", "--reward.remote_url", "r.py"])
     assert args.algo.advantage.estimator == "group_norm"
-    with pytest.raises(upstream.UnsupportedOpenRLHF, match="0.10.1"):
-        upstream.require_supported()
+    with pytest.raises(openrlhf_compat.UnsupportedOpenRLHF, match="0.10.1"):
+        openrlhf_compat.require_supported()
 
 
 @pytest.mark.patch_only  # the registry path uses no runtime parser patch

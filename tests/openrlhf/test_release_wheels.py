@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import openrlhf_compat as upstream
+import openrlhf_compat
 from openrlhf_compat.releases import RELEASES, SUPPORTED_OPENRLHF_VERSIONS
 from openrlhf_compat.wheel import read_release
 
@@ -88,20 +88,20 @@ def test_fingerprint_source_is_the_one_fingerprint():
     import openrlhf_compat.logs as mod
 
     text = Path(mod.__file__).read_text(encoding="utf-8")
-    assert upstream.fingerprint(mod, "parse_steps") == upstream.fingerprint_source(text, "parse_steps")
-    assert upstream.fingerprint_source("x = 0\n\ndef f():\n    return 1\n", "f") == \
+    assert openrlhf_compat.fingerprint(mod, "parse_steps") == openrlhf_compat.fingerprint_source(text, "parse_steps")
+    assert openrlhf_compat.fingerprint_source("x = 0\n\ndef f():\n    return 1\n", "f") == \
         hashlib.sha256(b"def f():\n    return 1").hexdigest()  # the definition's text only
-    assert upstream.fingerprint_source("class A:\n    def m(self): pass\n", "A.m") is not None
-    assert upstream.fingerprint_source("class A:\n    def m(self): pass\n", "A.n") is None
+    assert openrlhf_compat.fingerprint_source("class A:\n    def m(self): pass\n", "A.m") is not None
+    assert openrlhf_compat.fingerprint_source("class A:\n    def m(self): pass\n", "A.n") is None
 
 
 @pytest.mark.parametrize("version", ["0.10.3", "0.12.0", None])
 def test_any_other_release_is_refused_with_the_list(version, monkeypatch):
-    monkeypatch.setattr(upstream, "openrlhf_version", lambda: version)
-    monkeypatch.setattr(upstream, "has_registry", lambda: False)
-    assert not upstream.version_supported()
-    with pytest.raises(upstream.UnsupportedOpenRLHF) as exc:
-        upstream.require_supported()
+    monkeypatch.setattr(openrlhf_compat, "openrlhf_version", lambda: version)
+    monkeypatch.setattr(openrlhf_compat, "has_registry", lambda: False)
+    assert not openrlhf_compat.version_supported()
+    with pytest.raises(openrlhf_compat.UnsupportedOpenRLHF) as exc:
+        openrlhf_compat.require_supported()
     msg = str(exc.value)
     assert f"OpenRLHF {version or '<not installed>'} is installed" in msg
     assert "0.10.4, 0.11.0, 0.11.1 and 0.11.2" in msg
@@ -115,13 +115,13 @@ def test_any_other_release_is_refused_with_the_list(version, monkeypatch):
 
 @pytest.mark.parametrize("version", SUPPORTED_OPENRLHF_VERSIONS)
 def test_each_release_is_accepted(version, monkeypatch):
-    monkeypatch.setattr(upstream, "openrlhf_version", lambda: version)
-    monkeypatch.setattr(upstream, "has_registry", lambda: False)
-    upstream.require_supported()
-    assert upstream.choices_problem(lambda flag: list(RELEASES[version].choices[flag]) + ["rank_grpo"],
+    monkeypatch.setattr(openrlhf_compat, "openrlhf_version", lambda: version)
+    monkeypatch.setattr(openrlhf_compat, "has_registry", lambda: False)
+    openrlhf_compat.require_supported()
+    assert openrlhf_compat.choices_problem(lambda flag: list(RELEASES[version].choices[flag]) + ["rank_grpo"],
                                     ours={"rank_grpo"}) is None
     other = next(v for v in SUPPORTED_OPENRLHF_VERSIONS if RELEASES[v].choices != RELEASES[version].choices)
-    problem = upstream.choices_problem(lambda flag: list(RELEASES[other].choices[flag]))
+    problem = openrlhf_compat.choices_problem(lambda flag: list(RELEASES[other].choices[flag]))
     assert problem is not None and f"as in OpenRLHF {version}" in problem
 
 
@@ -133,7 +133,7 @@ def test_policy_loss_returns_what_the_release_unpacks(helpers, catalog_path, tok
 
     args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "rank_grpo",
                                                 "--rank_grpo.catalog", catalog_path, "--rank_grpo.num_ranks", "3"])
-    monkeypatch.setattr(upstream, "openrlhf_version", lambda: version)
+    monkeypatch.setattr(openrlhf_compat, "openrlhf_version", lambda: version)
     loss_fn = RankGRPOPolicyLoss(args, tokenizer=tokenizer)
     ids = torch.tensor([tokenizer("A (1999)\nB (2000)\nC (2001)", add_special_tokens=False)["input_ids"]])
     mask = torch.ones_like(ids, dtype=torch.bool)
