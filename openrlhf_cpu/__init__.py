@@ -4,7 +4,7 @@ CUDA, for any algorithm (GRPO, GSPO, Rank-GRPO ...). Not part of the Rank-GRPO a
 Active only when CUDA is unavailable, or when forced with ``RANK_GRPO_PLUGIN_CPU=1`` (``RANK_GRPO_PLUGIN_CPU=0``
 forces it off). The plugin's startup hook (``rank_grpo_plugin.pth``) calls :func:`install` in every process
 (driver, Ray actors, vLLM engine core and worker) when ``openrlhf`` is first imported; :func:`install` is
-idempotent and cheap: it registers import hooks (:func:`rank_grpo_plugin._hooks.when_imported`) and
+idempotent and cheap: it registers import hooks (:func:`rank_grpo_plugin.hooks.when_imported`) and
 each module below is patched when (or if already) it is imported. Nothing in installed files is edited. Every
 replaced OpenRLHF function is checked against the release table of :mod:`openrlhf_compat`
 first (:class:`UpstreamChanged` at import time if it differs).
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import threading
 
-from rank_grpo_plugin._hooks import env_flag, when_imported
+from rank_grpo_plugin.hooks import env_flag, when_imported
 
 from .common import ENV_FORCE, PATCHES, CpuBackendError, UpstreamChanged, WeightSyncError
 

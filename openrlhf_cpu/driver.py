@@ -119,8 +119,8 @@ def _joined_cluster_has_gpus(ray, result, args, kwargs) -> None:
 
 
 def patch_ray_init(ray) -> None:
-    """Two steps of the one ``ray.init`` wrapper (:func:`rank_grpo_plugin._hooks.on_ray_init`)."""
-    from rank_grpo_plugin._hooks import on_ray_init
+    """Two steps of the one ``ray.init`` wrapper (:func:`rank_grpo_plugin.hooks.on_ray_init`)."""
+    from rank_grpo_plugin.hooks import on_ray_init
 
     init = getattr(ray, "init", None)
     if init is None or not callable(init) or "num_gpus" not in inspect.signature(init).parameters:

@@ -102,7 +102,7 @@ DEFAULTS = RankGRPOOptions()
 
 
 def _bool(text: str) -> bool:
-    from ._hooks import parse_bool
+    from .hooks import parse_bool
 
     try:
         return parse_bool(text, f"--{PREFIX}.per_rank_metrics")

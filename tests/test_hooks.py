@@ -1,4 +1,4 @@
-"""rank_grpo_plugin._hooks: the one import hook, the one ray.init step chain, the boolean parser (stdlib only)."""
+"""rank_grpo_plugin.hooks: the one import hook, the one ray.init step chain, the boolean parser (stdlib only)."""
 from __future__ import annotations
 
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rank_grpo_plugin._hooks import env_flag, parse_bool
+from rank_grpo_plugin.hooks import env_flag, parse_bool
 
 
 def _run(code: str) -> str:
@@ -18,7 +18,7 @@ def _run(code: str) -> str:
 @pytest.mark.slow  # a fresh Python process
 def test_hook_registered_while_its_module_initialises_still_runs():
     code = (
-        "from rank_grpo_plugin._hooks import when_imported\n"
+        "from rank_grpo_plugin.hooks import when_imported\n"
         "seen = []\n"
         "def first(m):\n"
         "    seen.append('first')\n"
@@ -35,7 +35,7 @@ def test_hook_registered_while_its_module_initialises_still_runs():
 def test_ray_init_steps_run_in_order_once_each():
     code = (
         "import sys, types\n"
-        "from rank_grpo_plugin._hooks import on_ray_init, when_imported\n"
+        "from rank_grpo_plugin.hooks import on_ray_init, when_imported\n"
         "calls = []\n"
         "ray = types.ModuleType('ray')\n"
         "ray.init = lambda *a, **kw: calls.append(('init', kw)) or 'ctx'\n"

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence
 
 from openrlhf_compat import UnsupportedOpenRLHF, arg, require_supported, set_arg
-from rank_grpo_plugin._hooks import on_ray_init
+from rank_grpo_plugin.hooks import on_ray_init
 from rank_grpo_plugin.config import EPS_HIGH, EPS_LOW
 from rank_grpo_plugin.options import OPTIONS_ENV, PREFIX, RankGRPOOptions, option_flags
 

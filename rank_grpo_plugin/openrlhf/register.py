@@ -11,7 +11,7 @@ import os
 import threading
 
 import openrlhf_compat
-from rank_grpo_plugin._hooks import disabled, finder_installed, when_imported
+from rank_grpo_plugin.hooks import disabled, finder_installed, when_imported
 
 from .flags import ESTIMATOR, POLICY_LOSS
 

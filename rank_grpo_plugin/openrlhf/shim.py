@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, Optional
 from rank_grpo_plugin._registry import Registry
 
 import openrlhf_compat
-from rank_grpo_plugin._hooks import when_imported
+from rank_grpo_plugin.hooks import when_imported
 
 ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator")
 POLICY_LOSSES: Registry = Registry("policy loss")

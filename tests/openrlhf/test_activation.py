@@ -167,7 +167,7 @@ def test_fingerprints_match_installed_openrlhf():
 def test_one_import_hook_serves_every_caller():
     code = (
         "import sys\n"
-        "from rank_grpo_plugin._hooks import when_imported, FINDER_MARK\n"
+        "from rank_grpo_plugin.hooks import when_imported, FINDER_MARK\n"
         "seen = []\n"
         "when_imported('json.tool', lambda m: seen.append(('a', m.__name__)))\n"
         "when_imported('json.tool', lambda m: seen.append(('b', m.__name__)))\n"

@@ -1,5 +1,6 @@
-"""Process-wide hooks shared by the Rank-GRPO adapter and the CPU backend (``openrlhf_cpu``); generic Python, no
-host knowledge, standard library only (like :mod:`._registry`).
+"""Process-wide hooks, a public module: the Rank-GRPO adapter, the CPU backend (``openrlhf_cpu``, a separate package
+that uses nothing else of ``rank_grpo_plugin``) and other hosts' adapters share them. Generic Python, no host
+knowledge, standard library only.
 
 * :func:`when_imported` -- the one import hook: run ``fn(module)`` right after ``name`` has executed (or now, if
   it already has). One ``sys.meta_path`` finder serves every caller; it reacts to nothing but the watched names.
@@ -17,7 +18,8 @@ import sys
 import threading
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["parse_bool", "env_flag", "disabled", "when_imported", "on_ray_init", "FINDER_MARK", "DISABLE_ENV"]
+__all__ = ["parse_bool", "env_flag", "disabled", "when_imported", "finder_installed", "on_ray_init", "FINDER_MARK",
+           "DISABLE_ENV"]
 
 DISABLE_ENV = "RANK_GRPO_PLUGIN_DISABLE"  # opts out of everything: the adapter and the CPU backend
 
