@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .catalog import Catalog
-from .match import GroundTruth, catalog_hits, year_offsets
+from .match import GroundTruth, catalog_hits_and_flags, year_offsets
 from .metrics import ndcg_at_k, recall_at_k
 from .parse import normalize_title, parse_line, split_ranks
 
@@ -77,6 +77,7 @@ class ListEvaluation:
     n_seen: int  # parsed items whose title was seen in the conversation
     n_duplicates: int  # parsed items repeating an earlier (title, year) of the same list
     rank_parsed: List[int] = field(default_factory=list)  # K entries: line j parses
+    rank_in_catalog: List[int] = field(default_factory=list)  # K entries: line j is an item the catalog holds
 
 
 def evaluate_list(
@@ -98,7 +99,8 @@ def evaluate_list(
     seen_titles = list(seen_titles)
     n_gt = GroundTruth(groundtruth).size
     p_hits = paper_hits(completion, groundtruth, seen_titles, catalog, year_tolerance, truncate_first)
-    r_hits = catalog_hits(completion, groundtruth, seen_titles, catalog, k=k, year_tolerance=year_tolerance)
+    r_hits, r_in_catalog = catalog_hits_and_flags(completion, groundtruth, seen_titles, catalog, k=k,
+                                                  year_tolerance=year_tolerance)
     metrics: Dict[str, float] = {}
     for c in ks:
         metrics[f"paper/recall@{c}"] = recall_at_k(p_hits, n_gt, c)
@@ -133,6 +135,7 @@ def evaluate_list(
         n_seen=n_seen,
         n_duplicates=n_dup,
         rank_parsed=rank_parsed,
+        rank_in_catalog=r_in_catalog,
     )
 
 

@@ -25,9 +25,9 @@ import torch
 
 from ..files import atomic_paths
 from ..recsys.catalog import Catalog
+from ..recsys.evaluation import evaluate_list
 from ..recsys.match import catalog_hits
-from ..recsys.metrics import ndcg_at_k, recall_at_k
-from ..recsys.parse import normalize_title, parse_line
+from ..recsys.parse import normalize_title, parse_line, split_ranks
 from .adjust import apply_adjust, fit_adjust
 from .data import BuildError, CatalogIndex, Row, conversation_text, item_line, load_rows, prompt_hash
 from .reflect import parse_ratings, reflect_messages, reflect_scores
@@ -136,22 +136,17 @@ def parse_teacher_list(text: Optional[str], max_items: int = 20) -> TeacherList:
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_lists(texts: Sequence[str], rows: Sequence[Row], catalog: Catalog, k: int,
                    year_tolerance: int) -> Dict[str, float]:
-    """Mean Recall@k / NDCG@k over rows with ground truth (line-aligned hits via :func:`catalog_hits`), plus the
-    fraction of the first k lines that are in-catalog items and the mean number of such lines."""
-    rec, ndcg, in_cat, lines = [], [], 0, 0
-    for text, row in zip(texts, rows):
-        gt = [[t, y] for t, y in row.groundtruth]
-        first = text.split("\n")[:k] if text else []
-        lines += len(first)
-        for line in first:
-            p = parse_line(line)
-            in_cat += int(p is not None and catalog.contains(p.title, p.year))
-        if gt:
-            hits = catalog_hits(text, gt, row.seen, catalog, k=k, year_tolerance=year_tolerance)
-            rec.append(recall_at_k(hits, len(gt), k))
-            ndcg.append(ndcg_at_k(hits, len(gt), k))
-    n = max(1, len(rec))
-    return {"recall": sum(rec) / n, "ndcg": sum(ndcg) / n,
+    """Stage 1's report of one list per row, scored by :func:`~rank_grpo_plugin.recsys.evaluation.evaluate_list`:
+    the mean rank-aligned Recall@k / NDCG@k over rows with ground truth, the fraction of the first k lines that
+    are in-catalog items and the mean number of such lines."""
+    evals = [evaluate_list(text, row.groundtruth, row.seen, catalog, ks=(k,), k=k, year_tolerance=year_tolerance)
+             for text, row in zip(texts, rows)]
+    scored = [e for e in evals if e.n_groundtruth]
+    n = max(1, len(scored))
+    lines = sum(len(split_ranks(text, k)) if text else 0 for text in texts)
+    in_cat = sum(sum(e.rank_in_catalog) for e in evals)
+    return {"recall": sum(e.metrics[f"rank/recall@{k}"] for e in scored) / n,
+            "ndcg": sum(e.metrics[f"rank/ndcg@{k}"] for e in scored) / n,
             "in_catalog": in_cat / lines if lines else 0.0, "lines_per_list": lines / max(1, len(texts))}
 
 
