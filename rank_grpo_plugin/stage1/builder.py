@@ -28,7 +28,7 @@ from ..recsys.catalog import Catalog
 from ..recsys.evaluation import evaluate_list
 from ..recsys.match import catalog_hits
 from ..recsys.parse import normalize_title, parse_line, split_ranks
-from .adjust import apply_adjust, fit_adjust
+from .adjust import AdjustResult, apply_adjust, fit_adjust
 from .data import BuildError, CatalogIndex, Row, conversation_text, item_line, load_rows, prompt_hash
 from .reflect import parse_ratings, reflect_messages, reflect_scores
 from .remap import DEFAULT_EMBEDDER, catalog_embeddings, make_embedder, remap_scores, top_candidates
@@ -151,13 +151,8 @@ def evaluate_lists(texts: Sequence[str], rows: Sequence[Row], catalog: Catalog, 
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-def _ranked_lines(order_scores: torch.Tensor, cand_idx: torch.Tensor, index: CatalogIndex, k: int) -> List[str]:
-    order = torch.sort(order_scores, dim=1, descending=True, stable=True).indices[:, :k]
-    picked = torch.gather(cand_idx, 1, order)
-    return ["\n".join(index.lines[c] for c in row) for row in picked.tolist()]
-
-
-def build_bc_data(cfg: BuildConfig, client=None, embedder=None, log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
+def build_bc_data(cfg: BuildConfig, client=None, embedder=None,
+                  log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
     """Run every step and write the outputs; returns the report dict.
 
     ``client`` (a :class:`~rank_grpo_plugin.stage1.teacher.TeacherClient`) and ``embedder`` (callable texts ->
@@ -180,44 +175,94 @@ def build_bc_data(cfg: BuildConfig, client=None, embedder=None, log: Callable[[s
                     "case_duplicates": index.n_duplicates, "fingerprint": index.fingerprint},
     }
     if client is None:
-        from .teacher import TeacherClient
-
-        params: Dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
-        if cfg.seed is not None:
-            params["seed"] = cfg.seed
-        client = TeacherClient(cfg.base_url or os.environ.get("OPENAI_BASE_URL", ""),
-                               cfg.model or os.environ.get("RANK_GRPO_TEACHER_MODEL", ""),
-                               cfg.api_key or os.environ.get("OPENAI_API_KEY"),
-                               cache_path=cfg.cache or os.path.join(cfg.out, "teacher_cache.sqlite"),
-                               concurrency=cfg.concurrency, max_retries=cfg.max_retries, timeout=cfg.timeout,
-                               backoff_base=cfg.backoff_base, backoff_max=cfg.backoff_max,
-                               price_input=cfg.price_input, price_output=cfg.price_output, params=params,
-                               progress=cfg.progress)
-
+        client = _teacher_client(cfg)
     try:
-        return _build(cfg, client, embedder, log, rows, catalog, index, report, t_start)
+        return _run_steps(cfg=cfg, client=client, embedder=embedder, log=log, rows=rows, catalog=catalog,
+                          index=index, report=report, t_start=t_start)
     finally:
         if own_client:
             client.close()
 
 
-def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
-    # 1. teacher lists ------------------------------------------------------------------------------------------
+def _teacher_client(cfg: BuildConfig):
+    from .teacher import TeacherClient
+
+    params: Dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    if cfg.seed is not None:
+        params["seed"] = cfg.seed
+    return TeacherClient(cfg.base_url or os.environ.get("OPENAI_BASE_URL", ""),
+                         cfg.model or os.environ.get("RANK_GRPO_TEACHER_MODEL", ""),
+                         cfg.api_key or os.environ.get("OPENAI_API_KEY"),
+                         cache_path=cfg.cache or os.path.join(cfg.out, "teacher_cache.sqlite"),
+                         concurrency=cfg.concurrency, max_retries=cfg.max_retries, timeout=cfg.timeout,
+                         backoff_base=cfg.backoff_base, backoff_max=cfg.backoff_max,
+                         price_input=cfg.price_input, price_output=cfg.price_output, params=params,
+                         progress=cfg.progress)
+
+
+def _run_steps(*, cfg: BuildConfig, client, embedder, log: Callable[[str], None], rows: List[Row],
+               catalog: Catalog, index: CatalogIndex, report: Dict[str, Any], t_start: float) -> Dict[str, Any]:
+    """Teacher lists -> Remap -> Reflect -> Adjust -> evaluation -> outputs; each step adds its part of ``report``."""
+    tlists = _teacher_step(cfg=cfg, client=client, rows=rows, index=index, report=report, log=log)
+    convs = [conversation_text(r.prompt) for r in rows]
+    cand_idx, s_remap = _remap_step(cfg=cfg, embedder=embedder, rows=rows, convs=convs, tlists=tlists, index=index,
+                                    report=report, log=log)
+    targets = _candidate_targets(cfg=cfg, rows=rows, cand_idx=cand_idx, index=index, catalog=catalog, report=report,
+                                 dtype=s_remap.dtype)
+    ratings, s_reflect = _reflect_step(cfg=cfg, client=client, convs=convs, cand_idx=cand_idx, s_remap=s_remap,
+                                       index=index, report=report, log=log)
+    steps: Dict[str, torch.Tensor] = {"remap": s_remap}
+    if cfg.reflect:
+        steps["reflect"] = s_reflect
+    fit = None
+    if cfg.adjust:
+        fit, steps["adjust"], held = _adjust_step(cfg=cfg, rows=rows, cand_idx=cand_idx, s_reflect=s_reflect,
+                                                  targets=targets, n_items=len(index), report=report)
+        if held is not None:
+            steps["adjust_heldout"] = held
+    final_step = "adjust" if cfg.adjust else ("reflect" if cfg.reflect else "remap")
+    lists = {name: _ranked_lines(s, cand_idx, index, cfg.k) for name, s in steps.items()}
+    report["metrics"] = _evaluate_steps(cfg=cfg, rows=rows, catalog=catalog, tlists=tlists, lists=lists,
+                                        final_step=final_step)
+    report["final_step"] = final_step
+    report["teacher_client"] = client.stats.as_dict() if hasattr(client, "stats") else {}
+    report["seconds"] = round(time.monotonic() - t_start, 2)
+    paths = _write_outputs(cfg=cfg, rows=rows, index=index, tlists=tlists, cand_idx=cand_idx, s_remap=s_remap,
+                           ratings=ratings if cfg.reflect else None, lists=lists, final_step=final_step,
+                           fit=fit, report=report)
+    report["outputs"] = {k: v for k, v in paths.items() if os.path.exists(v)}
+    return report
+
+
+def _ranked_lines(order_scores: torch.Tensor, cand_idx: torch.Tensor, index: CatalogIndex, k: int) -> List[str]:
+    order = torch.sort(order_scores, dim=1, descending=True, stable=True).indices[:, :k]
+    picked = torch.gather(cand_idx, 1, order)
+    return ["\n".join(index.lines[c] for c in row) for row in picked.tolist()]
+
+
+def _teacher_step(*, cfg: BuildConfig, client, rows: List[Row], index: CatalogIndex, report: Dict[str, Any],
+                  log: Callable[[str], None]) -> List[TeacherList]:
+    """1. The teacher's list for every row, parsed; ``report["teacher"]`` counts failures and malformed answers."""
     log(f"teacher lists for {len(rows)} rows ({report['conversations']} distinct prompts)")
     answers = client.complete_many([r.prompt for r in rows], desc="teacher lists")
     tlists = [parse_teacher_list(a.text, cfg.teacher_items) for a in answers]
-    n_items = sum(len(t.items) for t in tlists)
-    n_in_cat = sum(index.lookup(*it) >= 0 for t in tlists for it in t.items)
     report["teacher"] = {
         "answers_failed": sum(t.failed for t in tlists),
         "answers_malformed": sum((not t.failed) and (t.unparsable_lines > 0 or len(t.items) < cfg.k) for t in tlists),
         "unparsable_lines": sum(t.unparsable_lines for t in tlists),
         "duplicate_items": sum(t.duplicates for t in tlists),
-        "items": n_items, "items_in_catalog": n_in_cat,
+        "items": sum(len(t.items) for t in tlists),
+        "items_in_catalog": sum(index.lookup(*it) >= 0 for t in tlists for it in t.items),
         "errors": sorted({a.error for a in answers if a.error})[:5],
     }
+    return tlists
 
-    # 2. remap ------------------------------------------------------------------------------------------------------
+
+def _remap_step(*, cfg: BuildConfig, embedder, rows: List[Row], convs: List[str], tlists: List[TeacherList],
+                index: CatalogIndex, report: Dict[str, Any],
+                log: Callable[[str], None]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """2. Remap: every row's ``n_candidates`` best writable catalog items for its teacher list and conversation
+    (never a seen title); returns their catalog indices and scores, [rows, n_candidates] each."""
     if embedder is None:
         embedder = make_embedder(cfg.embedder, cfg.embed_batch_size)
     t0 = time.monotonic()
@@ -226,7 +271,6 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
     item_texts = sorted({item_line(t, y) for tl in tlists for t, y in tl.items})
     item_pos = {s: i for i, s in enumerate(item_texts)}
     item_emb = embedder(item_texts) if item_texts else torch.zeros(0, cat_emb.shape[1])
-    convs = [conversation_text(r.prompt) for r in rows]
     conv_texts = sorted(set(convs))
     conv_pos = {s: i for i, s in enumerate(conv_texts)}
     conv_emb = embedder(conv_texts)
@@ -257,14 +301,16 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
             raise BuildError(f"{cfg.data}: rows {batch.start + 1}..{batch.stop}: {e}") from None
         cand_chunks.append(idx)
         score_chunks.append(val)
-    cand_idx = torch.cat(cand_chunks)
-    s_remap = torch.cat(score_chunks)
     report["remap"] = {"embedder": embedder.model_id, "catalog_embedding_cached": cached,
                        "seconds": round(time.monotonic() - t0, 2), "teacher_item_texts": len(item_texts)}
     log(f"remap: {len(rows)} x {cfg.n_candidates} candidates in {report['remap']['seconds']} s")
+    return torch.cat(cand_chunks), torch.cat(score_chunks)
 
-    # ground-truth indicator over candidates (same matching rules as the evaluation)
-    targets = torch.zeros_like(s_remap)
+
+def _candidate_targets(*, cfg: BuildConfig, rows: List[Row], cand_idx: torch.Tensor, index: CatalogIndex,
+                       catalog: Catalog, report: Dict[str, Any], dtype: torch.dtype) -> torch.Tensor:
+    """Ground-truth indicator over every row's candidates (the evaluation's matching rules): what Adjust fits."""
+    targets = torch.zeros(cand_idx.shape, dtype=dtype)
     n_gt = 0
     for i, row in enumerate(rows):
         gt = [[t, y] for t, y in row.groundtruth]
@@ -274,107 +320,117 @@ def _build(cfg, client, embedder, log, rows, catalog, index, report, t_start):
             hits = catalog_hits(text, gt, row.seen, catalog, k=cfg.n_candidates, year_tolerance=cfg.year_tolerance)
             targets[i] = torch.tensor(hits, dtype=targets.dtype)
     report["remap"]["groundtruth_in_candidates"] = float(targets.sum()) / max(1, n_gt)
+    return targets
 
-    # 3. reflect ----------------------------------------------------------------------------------------------------
+
+def _reflect_step(*, cfg: BuildConfig, client, convs: List[str], cand_idx: torch.Tensor, s_remap: torch.Tensor,
+                  index: CatalogIndex, report: Dict[str, Any],
+                  log: Callable[[str], None]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """3. Reflect: the teacher rates every row's top ``n_reflect`` candidates; returns the ratings (0 where none)
+    and the scores they shift (the Remap scores unchanged when Reflect is off)."""
     ratings = torch.zeros_like(s_remap)
-    if cfg.reflect:
-        nr = cfg.n_reflect
-        msgs = [reflect_messages(convs[i], [index.lines[c] for c in cand_idx[i, :nr].tolist()]) for i in range(len(rows))]
-        log(f"reflect: rating top-{nr} candidates")
-        answers_r = client.complete_many(msgs, desc="reflect ratings",
-                                         params={"max_tokens": max(64, 8 * nr + 32)})
-        parsed = [parse_ratings(a.text, nr) for a in answers_r]
-        for i, p in enumerate(parsed):
-            ratings[i, :nr] = torch.tensor([r if r is not None else 0 for r in p.ratings], dtype=ratings.dtype)
-        report["reflect"] = {
-            "answers_failed": sum(a.text is None for a in answers_r),
-            "answers_incomplete": sum(a.text is not None and p.n_rated < nr for a, p in zip(answers_r, parsed)),
-            "ratings_parsed": sum(p.n_rated for p in parsed), "ratings_requested": nr * len(rows),
-            "malformed_lines": sum(p.n_malformed for p in parsed),
-            "rating_histogram": {str(v): int((ratings[:, :nr] == v).sum()) for v in range(-2, 3)},
-        }
-    s_reflect = reflect_scores(s_remap, ratings, cfg.reflect_weight) if cfg.reflect else s_remap
+    if not cfg.reflect:
+        return ratings, s_remap
+    nr = cfg.n_reflect
+    msgs = [reflect_messages(conv, [index.lines[c] for c in cand_idx[i, :nr].tolist()]) for i, conv in enumerate(convs)]
+    log(f"reflect: rating top-{nr} candidates")
+    answers = client.complete_many(msgs, desc="reflect ratings", params={"max_tokens": max(64, 8 * nr + 32)})
+    parsed = [parse_ratings(a.text, nr) for a in answers]
+    for i, p in enumerate(parsed):
+        ratings[i, :nr] = torch.tensor([r if r is not None else 0 for r in p.ratings], dtype=ratings.dtype)
+    report["reflect"] = {
+        "answers_failed": sum(a.text is None for a in answers),
+        "answers_incomplete": sum(a.text is not None and p.n_rated < nr for a, p in zip(answers, parsed)),
+        "ratings_parsed": sum(p.n_rated for p in parsed), "ratings_requested": nr * len(convs),
+        "malformed_lines": sum(p.n_malformed for p in parsed),
+        "rating_histogram": {str(v): int((ratings[:, :nr] == v).sum()) for v in range(-2, 3)},
+    }
+    return ratings, reflect_scores(s_remap, ratings, cfg.reflect_weight)
 
-    # 4. adjust -----------------------------------------------------------------------------------------------------
-    steps: Dict[str, torch.Tensor] = {"remap": s_remap}
-    if cfg.reflect:
-        steps["reflect"] = s_reflect
-    final = s_reflect
-    w = b = None
-    if cfg.adjust:
-        t0 = time.monotonic()
-        fit = fit_adjust(s_reflect, cand_idx, targets, len(index), cfg.lambda_w, cfg.lambda_b)
-        w, b = fit.w, fit.b
-        final = apply_adjust(s_reflect, cand_idx, w, b)
-        steps["adjust"] = final
-        report["adjust"] = {"loss": fit.loss, "lbfgs_iterations": fit.n_iter, "targets": fit.n_targets,
-                            "seconds": round(time.monotonic() - t0, 2),
-                            "w_range": [float(w.min()), float(w.max())], "b_range": [float(b.min()), float(b.max())]}
-        if cfg.holdout:
-            fold = torch.tensor([int(prompt_hash(r)[:8], 16) % 2 for r in rows])
-            if 0 < int(fold.sum()) < len(rows):
-                held = torch.empty_like(s_reflect)
-                for f in (0, 1):
-                    tr, te = fold != f, fold == f
-                    fit_f = fit_adjust(s_reflect[tr], cand_idx[tr], targets[tr], len(index), cfg.lambda_w, cfg.lambda_b)
-                    held[te] = apply_adjust(s_reflect[te], cand_idx[te], fit_f.w, fit_f.b)
-                steps["adjust_heldout"] = held
 
-    # 5. lists, evaluation, outputs ---------------------------------------------------------------------------------
-    lists = {name: _ranked_lines(s, cand_idx, index, cfg.k) for name, s in steps.items()}
-    final_lists = _ranked_lines(final, cand_idx, index, cfg.k)
-    evals: Dict[str, Dict[str, float]] = {}
-    evals["teacher"] = evaluate_lists(["\n".join(item_line(t, y) for t, y in tl.items) for tl in tlists],
-                                      rows, catalog, cfg.k, cfg.year_tolerance)
+def _adjust_step(*, cfg: BuildConfig, rows: List[Row], cand_idx: torch.Tensor, s_reflect: torch.Tensor,
+                 targets: torch.Tensor, n_items: int,
+                 report: Dict[str, Any]) -> Tuple[AdjustResult, torch.Tensor, Optional[torch.Tensor]]:
+    """4. Adjust: per-item w, b fitted on every row; returns the fit, the adjusted scores and, with ``holdout``,
+    the 2-fold held-out scores (each half adjusted by a fit on the other; None when a fold is empty)."""
+    t0 = time.monotonic()
+    fit = fit_adjust(s_reflect, cand_idx, targets, n_items, cfg.lambda_w, cfg.lambda_b)
+    adjusted = apply_adjust(s_reflect, cand_idx, fit.w, fit.b)
+    report["adjust"] = {"loss": fit.loss, "lbfgs_iterations": fit.n_iter, "targets": fit.n_targets,
+                        "seconds": round(time.monotonic() - t0, 2),
+                        "w_range": [float(fit.w.min()), float(fit.w.max())],
+                        "b_range": [float(fit.b.min()), float(fit.b.max())]}
+    held = None
+    if cfg.holdout:
+        fold = torch.tensor([int(prompt_hash(r)[:8], 16) % 2 for r in rows])
+        if 0 < int(fold.sum()) < len(rows):
+            held = torch.empty_like(s_reflect)
+            for f in (0, 1):
+                tr, te = fold != f, fold == f
+                fit_f = fit_adjust(s_reflect[tr], cand_idx[tr], targets[tr], n_items, cfg.lambda_w, cfg.lambda_b)
+                held[te] = apply_adjust(s_reflect[te], cand_idx[te], fit_f.w, fit_f.b)
+    return fit, adjusted, held
+
+
+def _evaluate_steps(*, cfg: BuildConfig, rows: List[Row], catalog: Catalog, tlists: List[TeacherList],
+                    lists: Dict[str, List[str]], final_step: str) -> Dict[str, Dict[str, float]]:
+    """5. :func:`evaluate_lists` of the teacher lists, of each step's lists and of the rows' own completions (when
+    every row has one); raises :class:`BuildError` unless the final lists are K in-catalog lines each."""
+    def evaluate(texts: Sequence[str]) -> Dict[str, float]:
+        return evaluate_lists(texts, rows, catalog, cfg.k, cfg.year_tolerance)
+
+    evals = {"teacher": evaluate(["\n".join(item_line(t, y) for t, y in tl.items) for tl in tlists])}
     for name, texts in lists.items():
-        evals[name] = evaluate_lists(texts, rows, catalog, cfg.k, cfg.year_tolerance)
+        evals[name] = evaluate(texts)
     refs = [r.completion for r in rows]
     if all(isinstance(t, str) for t in refs):
-        evals["reference"] = evaluate_lists(refs, rows, catalog, cfg.k, cfg.year_tolerance)
-    final_eval = evaluate_lists(final_lists, rows, catalog, cfg.k, cfg.year_tolerance)
-    if final_eval["in_catalog"] != 1.0 or final_eval["lines_per_list"] != cfg.k:
-        raise BuildError(f"internal check failed: built lists are {final_eval['in_catalog']:.2%} in catalog with "
-                         f"{final_eval['lines_per_list']} lines on average (expected 100% and {cfg.k})")
-    report["metrics"] = evals
-    report["final_step"] = "adjust" if cfg.adjust else ("reflect" if cfg.reflect else "remap")
-    report["teacher_client"] = client.stats.as_dict() if hasattr(client, "stats") else {}
-    report["seconds"] = round(time.monotonic() - t_start, 2)
+        evals["reference"] = evaluate(refs)
+    final = evals[final_step]
+    if final["in_catalog"] != 1.0 or final["lines_per_list"] != cfg.k:
+        raise BuildError(f"internal check failed: built lists are {final['in_catalog']:.2%} in catalog with "
+                         f"{final['lines_per_list']} lines on average (expected 100% and {cfg.k})")
+    return evals
 
-    paths = {name: os.path.join(cfg.out, name) for name in
-             ("sft.jsonl", "lists.jsonl", "adjust_params.json", "report.json", "report.md")}
 
-    def w_sft(f):
-        for row, text in zip(rows, final_lists):
+def _write_outputs(*, cfg: BuildConfig, rows: List[Row], index: CatalogIndex, tlists: List[TeacherList],
+                   cand_idx: torch.Tensor, s_remap: torch.Tensor, ratings: Optional[torch.Tensor],
+                   lists: Dict[str, List[str]], final_step: str, fit: Optional[AdjustResult],
+                   report: Dict[str, Any]) -> Dict[str, str]:
+    """6. The output files (module docstring), all replaced together or none; returns name -> path of every
+    output name (``adjust_params.json`` is not written without Adjust)."""
+    def sft(f):
+        for row, text in zip(rows, lists[final_step]):
             # OpenRLHF 0.11.2 SFTDataset (apply_chat_template + output_key) concatenates input + output, so both
             # must be message lists: output is the assistant turn (same format as ``rank-grpo prepare --sft``).
             f.write(json.dumps({"input": row.prompt, "output": [{"role": "assistant", "content": text}]},
                                ensure_ascii=False) + "\n")
 
-    def w_lists(f):
+    def per_row(f):
         for i, row in enumerate(rows):
             rec = {"row": i, "teacher_items": [item_line(t, y) for t, y in tlists[i].items],
                    "teacher_failed": tlists[i].failed,
                    "candidates": [index.lines[c] for c in cand_idx[i].tolist()],
                    "remap_scores": [round(v, 5) for v in s_remap[i].tolist()],
-                   "ratings": [int(v) for v in ratings[i].tolist()] if cfg.reflect else None,
+                   "ratings": [int(v) for v in ratings[i].tolist()] if ratings is not None else None,
                    "lists": {name: texts[i].split("\n") for name, texts in lists.items()}}
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
-    writers = {"sft.jsonl": w_sft, "lists.jsonl": w_lists}
-    if w is not None:
+    writers = {"sft.jsonl": sft, "lists.jsonl": per_row}
+    if fit is not None:
         params_doc = {"catalog_fingerprint": index.fingerprint, "catalog_items": len(index),
                       "lambda_w": cfg.lambda_w, "lambda_b": cfg.lambda_b, "reflect_weight": cfg.reflect_weight,
                       "lambda_conv": cfg.lambda_conv, "loss": report["adjust"]["loss"],
-                      "w": [round(v, 6) for v in w.tolist()], "b": [round(v, 6) for v in b.tolist()]}
+                      "w": [round(v, 6) for v in fit.w.tolist()], "b": [round(v, 6) for v in fit.b.tolist()]}
         writers["adjust_params.json"] = lambda f: json.dump(params_doc, f)
     writers["report.json"] = lambda f: json.dump(report, f, indent=2, default=str)
     writers["report.md"] = lambda f: f.write(format_report(report))
-    with atomic_paths(*(paths[name] for name in writers)) as tmps:  # all files replaced, or none
+    paths = {name: os.path.join(cfg.out, name) for name in
+             ("sft.jsonl", "lists.jsonl", "adjust_params.json", "report.json", "report.md")}
+    with atomic_paths(*(paths[name] for name in writers)) as tmps:
         for tmp, writer in zip(tmps, writers.values()):
             with open(tmp, "w", encoding="utf-8") as f:
                 writer(f)
-    report["outputs"] = {k: v for k, v in paths.items() if os.path.exists(v)}
-    return report
+    return paths
 
 
 _STEP_LABELS = [
