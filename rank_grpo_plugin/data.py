@@ -28,8 +28,8 @@ from .recsys.catalog import parse_year
 from .resources import RESOURCES
 
 __all__ = ["DataError", "LabelError", "Fields", "Row", "check_record", "check_prompt", "check_groundtruth",
-           "check_seen", "completion_text", "default_data_dir", "dump_rows", "iter_records", "label_json",
-           "parse_label", "load_rows", "write_atomic", "ROLES"]
+           "check_seen", "check_label_file", "completion_text", "default_data_dir", "dump_rows", "iter_records",
+           "label_json", "parse_label", "load_rows", "write_atomic", "ROLES", "MAX_LABEL_CHARS"]
 
 ROLES = ("system", "user", "assistant")
 
@@ -86,17 +86,38 @@ def label_json(groundtruth: Sequence[Tuple[str, int]], seen: Sequence[str]) -> s
 
 
 LABEL_FORMAT = '{"groundtruth": [["Title", 1999], ...], "seen": ["Title", ...]}'
+# The largest label accepted, in characters of its JSON text (a decoded label is measured as json.dumps writes it).
+# Real labels are far smaller (the shipped Reddit-v2 rows: at most 1,010 characters, 16 ground-truth items; ReDial:
+# 390). A label is carried to every sample of its prompt's group and parsed for each of them in the rollout actors,
+# so a huge one (a row that swallowed a whole catalog, a broken export) is a data error, refused like a malformed one.
+MAX_LABEL_CHARS = 65_536
+
+
+def _label_size(data: Any) -> int:
+    try:
+        return len(json.dumps(data, ensure_ascii=False))
+    except (TypeError, ValueError):  # not JSON-serialisable: the type checks below name it
+        return 0
 
 
 def parse_label(label: Any, where: str = "sample") -> Tuple[list, list]:
     """(groundtruth pairs as given, seen titles) from a label (JSON text, bytes or the decoded object).
 
     Accepts the Reddit-v2 names ``groundtruth_with_release_year`` / ``seen_titles`` as aliases and a ground truth
-    stored as a JSON string (never evaluated as Python). Raises :class:`LabelError` naming ``where``.
+    stored as a JSON string (never evaluated as Python). Refuses, with a :class:`LabelError` naming ``where`` and
+    the part of the label that is wrong: an empty label, text that is not JSON, anything but a JSON object, a
+    missing or empty ``groundtruth``, a ground-truth item that is not ``[title, year]`` with a non-empty title and
+    a year that is an integer or a digit string, ``seen`` that is not a list of titles, and a label over
+    :data:`MAX_LABEL_CHARS` characters (a huge row).
     """
     data = label
     if isinstance(label, (bytes, bytearray)):
         data = label.decode("utf-8", errors="replace")
+    size = len(data) if isinstance(data, str) else _label_size(data)
+    if size > MAX_LABEL_CHARS:
+        raise LabelError(f"{where}: label is {size:,} characters long, over the limit of {MAX_LABEL_CHARS:,} "
+                         f"(rank_grpo_plugin.data.MAX_LABEL_CHARS; real labels hold a few ground-truth items): "
+                         f"{str(data)[:80]!r}...")
     if isinstance(data, str):
         if not data.strip():
             raise LabelError(f"{where}: empty label; expected JSON {LABEL_FORMAT} "
@@ -115,16 +136,57 @@ def parse_label(label: Any, where: str = "sample") -> Tuple[list, list]:
             gt = json.loads(gt)
         except json.JSONDecodeError:
             raise LabelError(f"{where}: 'groundtruth' is a string that is not a JSON list: {gt[:120]!r}") from None
+    if gt is None:
+        raise LabelError(f"{where}: label has no 'groundtruth' (keys: {sorted(data)[:8]}); expected {LABEL_FORMAT}")
     if not isinstance(gt, list):
         raise LabelError(f"{where}: label needs 'groundtruth': [[title, year], ...], got {str(gt)[:120]!r}")
     for i, pair in enumerate(gt):
-        if _pair(pair) is None:
-            raise LabelError(f"{where}: groundtruth[{i}] must be [title, year], got {pair!r}")
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise LabelError(f"{where}: groundtruth[{i}] must be [title, year], got {pair!r:.120}")
+        if not isinstance(pair[0], str) or not pair[0].strip():
+            raise LabelError(f"{where}: groundtruth[{i}]: title must be a non-empty string, got {pair[0]!r:.120}")
+        if parse_year(pair[1]) is None:
+            raise LabelError(f"{where}: groundtruth[{i}]: year must be an integer or digit string, got "
+                             f"{pair[1]!r:.40}")
     try:
         seen = check_seen(seen, "seen")
     except DataError:
         raise LabelError(f"{where}: 'seen' must be a list of titles, got {str(seen)[:120]!r}") from None
+    if not gt:
+        raise LabelError(f"{where}: 'groundtruth' is empty (nothing to recommend; every list would score 0)")
     return [list(p) for p in gt], seen
+
+
+def check_label_file(path: str, label_key: str, input_key: Optional[str] = None, limit: Optional[int] = None,
+                     max_errors: int = 10) -> int:
+    """Validate the RL labels of an OpenRLHF prompt dataset file (JSONL or a JSON list, as written by
+    ``rank-grpo prepare --rl``) before any training starts: every row (the first ``limit``) must be a JSON object
+    holding ``input_key`` (when given) and ``label_key``, and the label must pass :func:`parse_label`. Returns the
+    number of rows checked; raises one :class:`DataError` listing up to ``max_errors`` bad rows, each as
+    ``<file>: line <n>: field '<label_key>': <what is wrong>`` (``row <i>`` for a JSON list)."""
+    errors: List[str] = []
+    n_bad = n = 0
+    for where, rec in iter_records(path):
+        if limit is not None and n >= limit:
+            break
+        n += 1
+        try:
+            if not isinstance(rec, dict):
+                raise LabelError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+            for key in (input_key, label_key):
+                if key and key not in rec:
+                    raise LabelError(f"{where}: field {key!r} is missing (fields present: {sorted(rec)[:8]})")
+            parse_label(rec[label_key], f"{where}: field {label_key!r}")
+        except LabelError as e:
+            n_bad += 1
+            if len(errors) < max_errors:
+                errors.append(str(e))
+    if errors:
+        more = f"\n  ... and {n_bad - len(errors)} more" if n_bad > len(errors) else ""
+        raise DataError(f"{n_bad} bad row(s) of {n} in {path}:\n  " + "\n  ".join(errors) + more)
+    if not n:
+        raise DataError(f"{path}: no rows")
+    return n
 
 
 # ----------------------------------------------------------------------------------------------- reading

@@ -26,11 +26,14 @@ PREFIX = "rank_grpo"
 class RankGRPOOptions(RecipeConfig):
     """:class:`RecipeConfig` plus ``catalog`` (path of the item catalog of the plugin's reward),
     ``year_tolerance`` (max |year difference| of a ground-truth match) and ``per_rank_metrics`` (log per-rank
-    reward / advantage / hit rate)."""
+    reward / advantage / hit rate); ``catalog_sha256`` is no flag: the launcher records the catalog's content
+    hash there, and every process that loads the catalog checks it (a catalog that changes during the run is an
+    error, :func:`rank_grpo_plugin.scoring.load_catalog`)."""
 
     catalog: Optional[str] = None
     year_tolerance: int = 2
     per_rank_metrics: bool = True
+    catalog_sha256: Optional[str] = None  # set at launch (no flag): every process checks it reads that catalog
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -92,7 +95,9 @@ class RankGRPOOptions(RecipeConfig):
             from .recsys.catalog import Catalog, CatalogError
 
             try:
-                Catalog.from_file(self.catalog)
+                if not len(Catalog.from_file(self.catalog)):
+                    found.append(f"--{PREFIX}.catalog {self.catalog}: empty catalog (no items); every list would "
+                                 "score 0")
             except CatalogError as e:
                 found.append(f"--{PREFIX}.catalog: {e}")
         return found

@@ -15,6 +15,7 @@ derive them again on every micro-batch.
 from __future__ import annotations
 
 import itertools
+import os
 from typing import List
 
 import torch
@@ -23,8 +24,9 @@ from rank_grpo_plugin.algorithm import rank_grpo_advantages
 from rank_grpo_plugin.data import parse_label
 from rank_grpo_plugin.options import RankGRPOOptions
 from rank_grpo_plugin.ranks import eos_mask, through_first_eos, tokenizer_rank_ids, tokenizer_segmentations
+from rank_grpo_plugin.scoring import CatalogChangedError, check_catalog
 
-from .reward import LABEL_ERROR_KEY, hit_keys
+from .reward import CATALOG_ERROR_KEY, LABEL_ERROR_KEY, hit_keys
 
 RANK_INFO_PREFIX = "rank_grpo/"
 
@@ -61,15 +63,21 @@ def _describe(experience, i: int) -> str:
     return f"rollout sample {index} (prompt ending {str(prompt)[-80:]!r})"
 
 
-def _hits_of(experience, num_ranks: int) -> torch.Tensor:
-    """hits[b, K] float32 from the experience's info; clear errors for missing keys / bad labels."""
+def _flagged(info, key: str) -> List[int]:
+    if key not in info:
+        return []
+    return torch.nonzero(torch.as_tensor(info[key]).reshape(-1) > 0).flatten().tolist()
+
+
+def _hits_of(experience, num_ranks: int, source: str = "") -> torch.Tensor:
+    """hits[b, K] float32 from the experience's info; clear errors for missing keys / bad labels (``source``:
+    the dataset and label field, prefixed to the sample's description)."""
     info = experience.info
-    if LABEL_ERROR_KEY in info:
-        flags = torch.as_tensor(info[LABEL_ERROR_KEY]).reshape(-1)
-        for i in torch.nonzero(flags > 0).flatten().tolist():
-            labels = getattr(experience, "labels", None) or []
-            parse_label(labels[i] if i < len(labels) else None, where=_describe(experience, i))
-            raise ValueError(f"rank_grpo: the reward reported a malformed label for {_describe(experience, i)}")
+    for i in _flagged(info, LABEL_ERROR_KEY):  # bad data: the same validator, naming what the host can name
+        labels = getattr(experience, "labels", None) or []
+        where = f"rank_grpo: bad label, the run stops before training on its batch: {source}{_describe(experience, i)}"
+        parse_label(labels[i] if i < len(labels) else None, where=where)
+        raise ValueError(f"rank_grpo: the reward reported a malformed label for {source}{_describe(experience, i)}")
     keys = hit_keys(num_ranks)
     missing = [k for k in keys if k not in info]
     if missing:
@@ -123,7 +131,20 @@ def compute_rank_grpo_advantages(experience_maker, experiences: List) -> List:
     k = opts.num_ranks
     group = int(args.rollout.n_samples_per_prompt)
 
-    hits_list = [_hits_of(e, k) for e in experiences]
+    if opts.catalog and os.path.exists(opts.catalog):  # one catalog per run: an os.stat per step (the reward, in
+        try:                                             # the rollout actors, checks it on every call)
+            check_catalog(opts.catalog, opts.catalog_sha256)
+        except CatalogChangedError as e:
+            raise CatalogChangedError(f"rank_grpo: --rank_grpo.catalog: {e}") from None
+    if any(_flagged(e.info, CATALOG_ERROR_KEY) for e in experiences):
+        raise CatalogChangedError(f"rank_grpo: the reward found that --rank_grpo.catalog {opts.catalog} changed or "
+                                  "vanished during the run (see the rollout actors' log); the run stops before "
+                                  "training on this batch")
+    label_key = getattr(getattr(args, "data", None), "label_key", None)
+    dataset = getattr(getattr(args, "data", None), "prompt_dataset", None)
+    source = f"--data.prompt_dataset {dataset}: " if dataset else ""
+    source += f"field {label_key!r} of " if label_key else ""
+    hits_list = [_hits_of(e, k, source) for e in experiences]
     exp_len = [h.shape[0] for h in hits_list]
     indices = _rollout_order(experiences, exp_len)
     if len(indices) % group:

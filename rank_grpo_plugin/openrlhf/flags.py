@@ -3,7 +3,10 @@ the ``--rank_grpo.*`` options, the legacy ``--advantage_estimator`` alias, and v
 
 :data:`CLI_EXTENSION` is what OpenRLHF's extension registry calls (``add_arguments(parser)`` before parsing,
 ``validate(args)`` after); on a stock release :mod:`.shim` calls it from its parser hook. Validation is a table
-of rules (:data:`RULES`); every problem of a command line is reported at once, each naming its flag.
+of rules (:data:`RULES`); every problem of a command line is reported at once, each naming its flag. With the
+plugin's catalog reward the rules also read the local prompt / eval dataset files and check every label with the
+one row schema, so a bad row stops the launcher before Ray starts, naming the file, the line and the field
+(:func:`_dataset_problems`); the catalog's content hash is recorded for the workers (``catalog_sha256``).
 """
 from __future__ import annotations
 
@@ -147,10 +150,59 @@ def _is_correction(run: Run) -> Optional[str]:
             "--actor.policy_loss_type ppo or turn the correction off")
 
 
+def _catalog_reward(run: Run) -> bool:
+    """The plugin's catalog reward scores this run (given as --reward.remote_url, or selected by the catalog)."""
+    return run.plugin_reward or (bool(run.opts.catalog) and not arg(run.ns, "reward.remote_url")
+                                 and not arg(run.ns, "reward.model_name_or_path"))
+
+
+LOCAL_DATA_EXTENSIONS = (".jsonl", ".json")
+
+
+def local_dataset_files(spec: Optional[str]) -> List[str]:
+    """The local JSON/JSONL files of an OpenRLHF dataset flag (``a.jsonl,b.json@dir`` -- comma-separated, each
+    with an optional ``@data_dir``, as ``openrlhf.datasets.utils.blending_datasets`` reads it) that exist here.
+    Hub names, folders, other formats and files that do not exist (yet) are left to OpenRLHF."""
+    files = []
+    for part in str(spec or "").split(","):
+        path = part.split("@")[0].strip()
+        if os.path.splitext(path)[1].lower() in LOCAL_DATA_EXTENSIONS and os.path.isfile(path):
+            files.append(path)
+    return files
+
+
+def _dataset_problems(run: Run) -> List[str]:
+    """The labels of every local prompt / eval dataset file, checked with the one row schema before Ray starts
+    (:func:`rank_grpo_plugin.data.check_label_file`; the first ``--data.max_samples`` rows, the ones OpenRLHF
+    uses). A bad row names the file, the line and the field. Datasets this process cannot read (hub names,
+    folders, parquet ...) are checked by the reward on the first batch that holds a bad label
+    (:mod:`.estimator` stops the run there, before anything is trained on it)."""
+    from rank_grpo_plugin.data import DataError, check_label_file
+
+    found = []
+    label_key, input_key = arg(run.ns, "data.label_key"), arg(run.ns, "data.input_key")
+    limit = int(arg(run.ns, "data.max_samples", 10 ** 8))
+    for flag, name in (("--data.prompt_dataset", "data.prompt_dataset"), ("--eval.dataset", "eval.dataset")):
+        spec = arg(run.ns, name)
+        if not spec:
+            continue
+        if not label_key:
+            found.append(f"the plugin's catalog reward scores each prompt against its label: give --data.label_key "
+                         f"(the field of {flag} {spec} holding the JSON label written by `rank-grpo prepare --rl`)")
+            return found
+        for path in local_dataset_files(spec):
+            try:
+                check_label_file(path, label_key, input_key, limit=limit)
+            except DataError as e:
+                found.append(f"{flag} {path}: {e}")
+    return found
+
+
 RULES = (
     # the options themselves (whenever the plugin's options are in use), then the reward they configure
     Rule(_always, lambda r: r.opts.problems()),
     Rule(_always, _reward_problem),
+    Rule(_catalog_reward, _dataset_problems),  # bad labels stop the run here, before Ray starts
     # the rank_grpo estimator
     Rule(lambda r: r.loss and not r.estimator, lambda r: (
         f"{LOSS_FLAG} rank_grpo needs {ESTIMATOR_FLAG} rank_grpo (it reads per-rank advantages); got "
@@ -220,8 +272,11 @@ def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPO
     if not run.plugin_reward and not arg(ns, "reward.remote_url"):
         set_arg(ns, "reward.remote_url", REWARD_FILE)
     opts = run.opts
-    if opts.catalog:  # the rollout actors run elsewhere
-        opts = RankGRPOOptions(**{**opts.__dict__, "catalog": os.path.abspath(opts.catalog)})
+    if opts.catalog:  # the rollout actors run elsewhere, and check that they read the catalog checked here
+        from rank_grpo_plugin.scoring import file_sha256
+
+        opts = RankGRPOOptions(**{**opts.__dict__, "catalog": os.path.abspath(opts.catalog),
+                                  "catalog_sha256": file_sha256(opts.catalog)})
         set_arg(ns, "rank_grpo.catalog", opts.catalog)
     if run.loss and not _given(argv, "--actor.eps_clip", "--actor.eps_clip_low_high") and \
             arg(ns, "actor.eps_clip_low_high") is None:

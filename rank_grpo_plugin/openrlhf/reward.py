@@ -18,8 +18,9 @@ row schema (:func:`rank_grpo_plugin.data.parse_label`)::
 
 (``groundtruth_with_release_year`` / ``seen_titles`` are accepted as aliases). A malformed label is a data
 error: the sample gets reward 0 and ``rank_grpo/label_error`` = 1, and the estimator then raises an error that
-names the sample (OpenRLHF swallows exceptions raised inside reward functions). Model output is never trusted:
-any completion, however broken, only earns zero relevance.
+names the sample (OpenRLHF swallows exceptions raised inside reward functions). So does a catalog that changed
+during the run (``rank_grpo/catalog_error`` = 1 on every sample; :func:`rank_grpo_plugin.scoring.check_catalog`).
+Model output is never trusted: any completion, however broken, only earns zero relevance.
 """
 from __future__ import annotations
 
@@ -28,12 +29,13 @@ import re
 from typing import Any, List, Sequence
 
 from rank_grpo_plugin.data import LabelError
-from rank_grpo_plugin.scoring import load_catalog, score_completion
+from rank_grpo_plugin.scoring import CatalogChangedError, load_catalog, score_completion
 
 logger = logging.getLogger("rank_grpo_plugin.reward")
 
 HIT_PREFIX = "rank_grpo/hit_r"
 LABEL_ERROR_KEY = "rank_grpo/label_error"
+CATALOG_ERROR_KEY = "rank_grpo/catalog_error"
 NDCG_KEY = "rank_grpo/ndcg"
 IN_CATALOG_KEY = "rank_grpo/in_catalog_rate"
 
@@ -79,17 +81,24 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     opts = options if options is not None else RankGRPOOptions.from_env()
     if not opts.catalog:
         raise RuntimeError("rank_grpo reward: no catalog configured (--rank_grpo.catalog / RANK_GRPO_PLUGIN_OPTIONS)")
-    catalog = load_catalog(opts.catalog)
     k = int(opts.num_ranks)
+    try:
+        catalog = load_catalog(opts.catalog, opts.catalog_sha256)
+    except CatalogChangedError as e:  # bad data, reported like a bad label (OpenRLHF swallows what is raised here)
+        logger.error("rank_grpo reward: %s", e)
+        catalog = None
     rows = []
     for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):
         where = f"sample with prompt {str(prompt)[-80:]!r}"
-        try:
-            res = score_completion(response_text(query, prompt), label, catalog, k, opts.year_tolerance, where)
-            res["label_error"] = 0.0
-        except LabelError as e:
-            logger.error("rank_grpo reward: %s", e)
-            res = {"hits": [0] * k, "ndcg": 0.0, "in_catalog_rate": 0.0, "label_error": 1.0}
+        res = {"hits": [0] * k, "ndcg": 0.0, "in_catalog_rate": 0.0, "label_error": 0.0,
+               "catalog_error": float(catalog is None)}
+        if catalog is not None:
+            try:
+                res.update(score_completion(response_text(query, prompt), label, catalog, k, opts.year_tolerance,
+                                            where))
+            except LabelError as e:
+                logger.error("rank_grpo reward: %s", e)
+                res["label_error"] = 1.0
         rows.append(res)
     # Every value is its own small contiguous tensor: the dict crosses Ray with OpenRLHF's zero-copy tensor
     # serialisation (RAY_ENABLE_ZERO_COPY_TORCH_TENSORS=1), which rejects strided views such as hits[:, j].
@@ -100,6 +109,7 @@ def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence
     extra[NDCG_KEY] = column(r["ndcg"] for r in rows)
     extra[IN_CATALOG_KEY] = column(r["in_catalog_rate"] for r in rows)
     extra[LABEL_ERROR_KEY] = column(r["label_error"] for r in rows)
+    extra[CATALOG_ERROR_KEY] = column(r["catalog_error"] for r in rows)
     return {"rewards": column(r["ndcg"] for r in rows), "scores": column(r["ndcg"] for r in rows), "extra_logs": extra}
 
 
