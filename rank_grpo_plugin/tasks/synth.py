@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..recsys.catalog import Catalog
-from ..recsys.parse import normalize_title
+from ..recsys.metrics import dcg_at_k, ndcg_at_k
+from ..recsys.parse import normalize_title, parse_key, split_ranks
 
 __all__ = ["SynthConfig", "SynthTask", "build_task", "write_task", "expected_ndcg_random_ranks"]
 
@@ -144,41 +145,32 @@ class SynthTask:
         return out
 
 
-def _dcg_weights(k: int) -> List[float]:
-    return [1.0 / math.log2(j + 2) for j in range(k)]
-
-
 def _ndcg_of_list(row: dict) -> float:
-    """Rank-aligned NDCG@K of a row's own completion (every line is a distinct catalog item by construction)."""
-    gt = {(t, int(y)) for t, y in row["groundtruth_with_release_year"]}
-    lines = row["completion"][0]["content"].split("\n")
-    k = len(lines)
-    w = _dcg_weights(k)
-    dcg = sum(w[j] for j, line in enumerate(lines) if _parse_own(line) in gt)
-    ideal = sum(w[: min(len(gt), k)])
-    return dcg / ideal if ideal else 0.0
-
-
-def _parse_own(line: str) -> Item:
-    title, _, year = line.rpartition(" (")
-    return title, int(year.rstrip(")"))
+    """Rank-aligned NDCG@K of a row's own completion, K its number of lines: line j hits when it parses to the key of
+    a ground-truth item (every line is a distinct task item, written so that it parses back to that item's key)."""
+    gt = {(normalize_title(t), int(y)) for t, y in row["groundtruth_with_release_year"]}
+    lines = split_ranks(row["completion"][0]["content"])
+    return ndcg_at_k([int(parse_key(line) in gt) for line in lines], len(gt), len(lines))
 
 
 def expected_ndcg_random_ranks(n_gt: int, n_items: int, k: int) -> float:
     """Expected NDCG@k of k distinct items drawn uniformly from ``n_items`` (of which ``n_gt`` are relevant):
-    each rank is relevant with probability n_gt / n_items."""
+    each rank is relevant with probability n_gt / n_items, so the expected DCG is that share of a full list's."""
     if n_gt == 0 or n_items == 0:
         return 0.0
-    w = _dcg_weights(k)
+    full = [1] * k
     p = min(1.0, n_gt / n_items)
-    return p * sum(w) / sum(w[: min(n_gt, k)])
+    return p * dcg_at_k(full, k) / dcg_at_k(full, min(n_gt, k))  # over the ideal DCG: n_gt hits on top
 
 
 def _eligible_items(catalog: Catalog, max_words: int) -> List[Item]:
-    """Catalog items with short titles that are unambiguous: one year per normalised title, 4-digit year."""
+    """Catalog items with short titles that are unambiguous: one year per normalised title, 4-digit year, and a
+    "Title (Year)" line that parses back to the item's key (so every scorer credits it)."""
     by_key: Dict[str, List[Item]] = {}
     for title, year in catalog:
         if len(title.split()) > max_words or not (1000 <= year <= 9999) or "\n" in title or "(" in title:
+            continue
+        if parse_key(f"{title} ({year})") != (normalize_title(title), year):
             continue
         by_key.setdefault(normalize_title(title), []).append((title, year))
     return sorted(v[0] for v in by_key.values() if len(v) == 1)
