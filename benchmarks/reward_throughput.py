@@ -24,15 +24,16 @@ is the median of its repeats; the strawman runs once per chunk):
 * ``official`` (fair baseline): the official Rank-GRPO matching semantics, written here from its documented
   behaviour (not its code): blank and unparsable lines dropped before matching, then seen exclusion, the
   in-catalog check and the +-2-year ground-truth match over the first K remaining items. It uses our line forms
-  and title normalisation written plainly (precompiled regexes, a catalog dict built once), so its output must
-  equal ``catalog_hits`` on the completion with its unparsable lines removed (asserted);
-* ``strawman`` (not a fair baseline; kept as the record of the old "71x"): a plain implementation of our semantics
-  with no index at all -- per line, a linear scan over the raw catalog rows that re-normalises every catalog title,
-  seen titles re-normalised per line, ground truth as a plain list. No one would write it.
+  and title normalisation written plainly (the regex parser of ``_reference_matchers.py``, a catalog dict built
+  once), so its output must equal ``catalog_hits`` on the completion with its unparsable lines removed (asserted);
+* ``strawman`` (not a fair baseline: the scale of what an index saves): ``_reference_matchers.reference_hits``, a
+  plain implementation of our semantics with no index at all -- per line, a linear scan over the raw catalog rows
+  that re-normalises every catalog title, seen titles re-normalised per line, ground truth as a plain list. No one
+  would write it.
 
-``ours``, ``ours_one_pass`` and ``reward_func`` must return identical hits to the strawman (an independent implementation of the
-same rank-aligned rules) on every completion (asserted). Targets (issue 13): ``ours`` >= 5x ``official`` and
->= 1x ``plain_indexed``.
+``ours``, ``ours_one_pass`` and ``reward_func`` must return identical hits to the strawman (an independent
+implementation of the same rank-aligned rules) on every completion (asserted). Targets: ``ours`` >= 5x
+``official`` and >= 1x ``plain_indexed``.
 """
 from __future__ import annotations
 
@@ -49,113 +50,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
+from _reference_matchers import K, TOL, ref_normalize, ref_parse, reference_hits  # noqa: E402
 
 from rank_grpo_plugin.data import completion_text  # noqa: E402
-
-K = 20
-TOL = 2
-
-# ----------------------------------------------------------------------------------------- strawman
-_REF_CHARS = {
-    "\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-",
-    "\u00a0": " ",
-}
-
-
-def ref_clean(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text)
-    return "".join(_REF_CHARS.get(ch, ch) for ch in text)
-
-
-def ref_normalize(title: str) -> str:
-    t = ref_clean(title).casefold()
-    return re.sub(r"\s+", " ", t).strip()
-
-
-def ref_unwrap(text: str) -> str:
-    changed = True
-    while changed and len(text) >= 2:
-        changed = False
-        text = text.strip()
-        for mark in ("***", "**", "__", "*", "_", '"', "'"):
-            n = len(mark)
-            if len(text) > 2 * n and text.startswith(mark) and text.endswith(mark):
-                text = text[n:-n]
-                changed = True
-                break
-    return text.strip()
-
-
-def ref_parse(line: str):
-    text = ref_clean(line).strip()
-    text = re.sub(r"^\s*[-*+\u2022\u25cf\u25aa\u2023\u2043>]\s+", "", text, count=1)
-    text = re.sub(r"^\s*(?:\d{1,3}[.)](?!\d)|#\d{1,3}[.)]?(?=\s))\s*", "", text, count=1)
-    text = ref_unwrap(text)
-    m = re.match(r"^(.*?\S)\s*\(\s*(\d{4})\s*\)$", text)
-    if m is None:
-        return None
-    title = re.sub(r"\s+", " ", ref_unwrap(m.group(1))).strip()
-    if not title:
-        return None
-    return title, int(m.group(2))
-
-
-def ref_year(value):
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
-
-
-def ref_in_catalog_scan(catalog_rows, title: str, year: int) -> bool:
-    key = ref_normalize(title)
-    for row in catalog_rows:  # linear scan, every catalog title re-normalised
-        if ref_year(row["year"]) == year and ref_normalize(row["title"]) == key:
-            return True
-    return False
-
-
-def reference_hits(completion, groundtruth, seen_titles, catalog_rows, k=K, tol=TOL, in_catalog=None):
-    """The strawman (no index; see the module docstring). Same semantics as ``catalog_hits``: line j of ``completion.split("\\n")`` is rank j; a line hits when it
-    parses as Title (YYYY), its title was not seen, (title, year) is in the catalog, and an unmatched
-    ground-truth item with the same title has |year difference| <= tol (tried 0, +1, -1, +2, -2, ...)."""
-    in_catalog = in_catalog or ref_in_catalog_scan
-    gt = [[ref_normalize(t), ref_year(y), False] for t, y in groundtruth]
-    offsets = [0]
-    for d in range(1, tol + 1):
-        offsets += [d, -d]
-    hits = [0] * k
-    if not gt:
-        return hits
-    for j, line in enumerate(completion.split("\n")[:k]):
-        item = ref_parse(line)
-        if item is None:
-            continue
-        title, year = item
-        key = ref_normalize(title)
-        if any(isinstance(s, str) and ref_normalize(s) == key for s in seen_titles):
-            continue
-        if not in_catalog(catalog_rows, title, year):
-            continue
-        done = False
-        for d in offsets:
-            for g in gt:
-                if not g[2] and g[0] == key and g[1] == year + d:
-                    g[2] = done = True
-                    break
-            if done:
-                break
-        if done:
-            hits[j] = 1
-    return hits
-
 
 # ----------------------------------------------------------------------------------------- plain indexed
 _PLAIN_LINE = re.compile(
@@ -206,27 +103,6 @@ def plain_hits(completion, groundtruth, seen_titles, index, k=K, tol=TOL):
 
 
 # ----------------------------------------------------------------------------------------- official semantics
-_OFF_TABLE = str.maketrans(_REF_CHARS)
-_OFF_WS = re.compile(r"\s+")
-_OFF_BULLET = re.compile(r"^\s*[-*+\u2022\u25cf\u25aa\u2023\u2043>]\s+")
-_OFF_NUMBERING = re.compile(r"^\s*(?:\d{1,3}[.)](?!\d)|#\d{1,3}[.)]?(?=\s))\s*")
-_OFF_ITEM = re.compile(r"^(.*?\S)\s*\(\s*(\d{4})\s*\)$")
-
-
-def off_norm(title: str) -> str:
-    return _OFF_WS.sub(" ", unicodedata.normalize("NFKC", title).translate(_OFF_TABLE).casefold()).strip()
-
-
-def off_parse(line: str):
-    text = unicodedata.normalize("NFKC", line).translate(_OFF_TABLE).strip()
-    text = _OFF_NUMBERING.sub("", _OFF_BULLET.sub("", text, count=1), count=1)
-    m = _OFF_ITEM.match(ref_unwrap(text))
-    if m is None:
-        return None
-    title = _OFF_WS.sub(" ", ref_unwrap(m.group(1))).strip()
-    return (title, int(m.group(2))) if title else None
-
-
 def official_hits(completion, groundtruth, seen_titles, index, k=K, tol=TOL):
     """The official semantics: blank and unparsable lines are dropped first, then the first k items are
     matched (not seen, in the catalog, an unmatched ground-truth item within +-tol years). Entry j is the
@@ -234,13 +110,13 @@ def official_hits(completion, groundtruth, seen_titles, index, k=K, tol=TOL):
     items = []
     for line in completion.split("\n"):
         if line.strip():
-            item = off_parse(line)
+            item = ref_parse(line)
             if item is not None:
                 items.append(item)
                 if len(items) == k:
                     break
-    return indexed_match([(j, t, y) for j, (t, y) in enumerate(items)], groundtruth, seen_titles, index, off_norm,
-                         k, tol)
+    return indexed_match([(j, t, y) for j, (t, y) in enumerate(items)], groundtruth, seen_titles, index,
+                         ref_normalize, k, tol)
 
 
 # ----------------------------------------------------------------------------------------- variants
@@ -318,7 +194,7 @@ def variants(row, rng, catalog_rows):
 BASELINES = ("plain_indexed", "official", "strawman")
 CANDIDATES = ("ours", "ours_one_pass", "reward_func") + BASELINES
 OURS = ("ours", "ours_one_pass", "reward_func")
-TARGETS = {"official": 5.0, "plain_indexed": 1.0}  # ours vs baseline (issue 13)
+TARGETS = {"official": 5.0, "plain_indexed": 1.0}  # ours vs baseline: speed-up required
 
 
 def main(argv=None) -> dict:
@@ -347,6 +223,7 @@ def main(argv=None) -> dict:
     catalog_load_s = time.perf_counter() - t0
     with open(catalog_path, encoding="utf-8") as f:
         catalog_rows = [json.loads(line) for line in f if line.strip()]
+    catalog_pairs = [(r["title"], r["year"]) for r in catalog_rows]  # raw years: the strawman parses them per scan
     build_s = {}
     t0 = time.perf_counter()
     p_index = plain_index(catalog_rows)
@@ -354,7 +231,7 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     o_index = {}
     for r in catalog_rows:
-        o_index.setdefault(off_norm(r["title"]), set()).add(int(r["year"]))
+        o_index.setdefault(ref_normalize(r["title"]), set()).add(int(r["year"]))
     build_s["official"] = time.perf_counter() - t0
 
     rows = C.reddit_rows()
@@ -385,7 +262,7 @@ def main(argv=None) -> dict:
         "reward_func": run_reward_func,
         "plain_indexed": lambda lo, hi: [plain_hits(c, g, s, p_index) for _, c, g, s in items[lo:hi]],
         "official": lambda lo, hi: [official_hits(c, g, s, o_index) for _, c, g, s in items[lo:hi]],
-        "strawman": lambda lo, hi: [reference_hits(c, g, s, catalog_rows) for _, c, g, s in items[lo:hi]],
+        "strawman": lambda lo, hi: [reference_hits(c, g, s, catalog_pairs) for _, c, g, s in items[lo:hi]],
     }
 
     run_reward_func(0, 1)  # loads the catalog into reward.py's per-process cache (once per process in training)

@@ -1,88 +1,28 @@
-"""The fast line parser and one-pass matcher against a slow obvious implementation (issue 13).
+"""The fast line parser and one-pass matcher against the slow obvious implementation.
 
 ``parse_line``/``parse_key``/``normalize_title`` skip regexes and loops that cannot change a line and replace the
 item regex by an ``rfind``; ``catalog_hits``/``catalog_hits_and_flags`` read the catalog index directly and look
-at the catalog only for lines whose title is an open ground-truth title. The slow implementation below is the
-regex definition of the rules (the form the package had before issue 13), applied literally to every line.
+at the catalog only for lines whose title is an open ground-truth title. The slow implementation,
+``benchmarks/_reference_matchers.py`` (shared with the reward benchmark's strawman), is the regex definition of the
+rules applied literally to every line, the catalog scanned pair by pair.
 """
 from __future__ import annotations
 
 import random
 import re
 import sys
-import unicodedata
 
 import pytest
+
+from _paths import ROOT
 
 from rank_grpo_plugin import Catalog
 from rank_grpo_plugin.scoring import score_completion
 from rank_grpo_plugin.recsys.match import catalog_hits, catalog_hits_and_flags
 from rank_grpo_plugin.recsys.parse import normalize_title, parse_key, parse_line
 
-# ----------------------------------------------------------------------------- slow obvious implementation
-_TR = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u00a0": " ",
-})
-_SLOW_ITEM = re.compile(r"^(?P<title>.*?\S)\s*\(\s*(?P<year>\d{4})\s*\)$")
-_SLOW_NUMBERING = re.compile(r"^\s*(?:\d{1,3}[.)](?!\d)|#\d{1,3}[.)]?(?=\s))\s*")
-_SLOW_BULLET = re.compile(r"^\s*[-*+\u2022\u25cf\u25aa\u2023\u2043>]\s+")
-
-
-def slow_normalize(title):
-    t = unicodedata.normalize("NFKC", title).translate(_TR).casefold()
-    return re.sub(r"\s+", " ", t).strip()
-
-
-def slow_unwrap(text):
-    changed = True
-    while changed and len(text) >= 2:
-        changed = False
-        text = text.strip()
-        for mark in ("***", "**", "__", "*", "_", '"', "'"):
-            n = len(mark)
-            if len(text) > 2 * n and text.startswith(mark) and text.endswith(mark):
-                text, changed = text[n:-n], True
-                break
-    return text.strip()
-
-
-def slow_parse(line):
-    text = unicodedata.normalize("NFKC", line).translate(_TR).strip()
-    text = _SLOW_BULLET.sub("", text, count=1)
-    text = _SLOW_NUMBERING.sub("", text, count=1)
-    m = _SLOW_ITEM.match(slow_unwrap(text))
-    if m is None:
-        return None
-    title = re.sub(r"\s+", " ", slow_unwrap(m.group("title"))).strip()
-    return (title, int(m.group("year"))) if title else None
-
-
-def slow_hits_and_flags(completion, groundtruth, seen_titles, catalog_items, k=20, tol=2):
-    """Every line parsed, every check made, the catalog scanned row by row."""
-    open_gt = [[slow_normalize(t), int(y)] for t, y in groundtruth]
-    seen = [slow_normalize(s) for s in seen_titles]
-    offsets = [0] + [d for e in range(1, tol + 1) for d in (e, -e)]
-    hits, flags = [0] * k, [0] * k
-    for j, line in enumerate(completion.split("\n")[:k]):
-        item = slow_parse(line)
-        if item is None:
-            continue
-        key, year = slow_normalize(item[0]), item[1]
-        if not any(slow_normalize(t) == key and y == year for t, y in catalog_items):
-            continue
-        flags[j] = 1
-        if key in seen:
-            continue
-        for d in offsets:
-            match = next((g for g in open_gt if g == [key, year + d]), None)
-            if match is not None:
-                open_gt.remove(match)
-                hits[j] = 1
-                break
-    return hits, flags
-
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _reference_matchers import ref_normalize, ref_parse, reference_hits_and_flags  # noqa: E402
 
 # ----------------------------------------------------------------------------- hostile inputs
 HOSTILE_LINES = [
@@ -128,11 +68,11 @@ def test_parse_line_key_and_normalize_match_the_regex_definition(seed):
     lines = HOSTILE_LINES + list(random_lines(20000, seed))
     parsed = 0
     for line in lines:
-        want = slow_parse(line)
+        want = ref_parse(line)
         got = parse_line(line)
         assert (tuple(got) if got else None) == want, repr(line)
-        assert parse_key(line) == ((slow_normalize(want[0]), want[1]) if want else None), repr(line)
-        assert normalize_title(line) == slow_normalize(line), repr(line)
+        assert parse_key(line) == ((ref_normalize(want[0]), want[1]) if want else None), repr(line)
+        assert normalize_title(line) == ref_normalize(line), repr(line)
         parsed += want is not None
     assert parsed > 2000  # the random lines do reach the item branch
 
@@ -175,10 +115,10 @@ def test_hits_and_flags_match_the_slow_matcher_on_hostile_completions():
               for t, y in rng.sample(CATALOG_ITEMS, rng.randint(0, 6))]
         gt += gt[:rng.randint(0, 1)]  # a ground-truth item listed twice
         seen = [t for t, _ in rng.sample(CATALOG_ITEMS, rng.randint(0, 3))] + ["  heat "] * (rng.random() < 0.2)
-        want_hits, want_flags = slow_hits_and_flags(completion, gt, seen, CATALOG_ITEMS)
+        want_hits, want_flags = reference_hits_and_flags(completion, gt, seen, CATALOG_ITEMS)
         assert catalog_hits(completion, gt, seen, catalog) == want_hits, (completion, gt, seen)
         assert catalog_hits_and_flags(completion, gt, seen, catalog) == (want_hits, want_flags), (completion, gt, seen)
-        k5 = slow_hits_and_flags(completion, gt, seen, CATALOG_ITEMS, k=5, tol=0)
+        k5 = reference_hits_and_flags(completion, gt, seen, CATALOG_ITEMS, k=5, tol=0)
         assert catalog_hits_and_flags(completion, gt, seen, catalog, k=5, year_tolerance=0) == k5
         total_hits += sum(want_hits)
         total_flags += sum(want_flags)
