@@ -1,4 +1,4 @@
-"""Token -> rank segmentation: vectorised ``rank_ids`` vs a per-token ``tokenizer.decode`` loop (issue 7, micro).
+"""Token -> rank segmentation (micro benchmark): vectorised ``rank_ids`` vs a per-token ``tokenizer.decode`` loop.
 
     python3 benchmarks/segmentation.py            # grid B in {1, 8, 64} x T in {128, 512, 1024}
     python3 benchmarks/segmentation.py --quick    # smoke run (seconds)
@@ -34,8 +34,9 @@ import _common as C  # noqa: E402
 TARGET = 300.0
 
 
-def decode_loop(tokenizer, token_ids, mask):
-    """Reference: rank of a token = number of "\\n" decoded by the masked tokens before it; -1 off the mask."""
+def _decode_loop(decode, options, token_ids, mask):
+    """Rank of a token = number of "\\n" that ``decode([id], **options)`` yields for the masked tokens before it;
+    -1 off the mask."""
     import torch
 
     out = []
@@ -46,26 +47,20 @@ def decode_loop(tokenizer, token_ids, mask):
                 row.append(-1)
                 continue
             row.append(n)
-            n += tokenizer.decode([t], skip_special_tokens=False, clean_up_tokenization_spaces=False).count("\n")
+            n += decode([t], **options).count("\n")
         out.append(row)
     return torch.tensor(out, dtype=torch.long)
+
+
+def decode_loop(tokenizer, token_ids, mask):
+    """Reference: the loop through the transformers tokenizer's ``decode``."""
+    return _decode_loop(tokenizer.decode, {"skip_special_tokens": False, "clean_up_tokenization_spaces": False},
+                        token_ids, mask)
 
 
 def rust_decode_loop(backend, token_ids, mask):
     """Same loop on the Rust ``tokenizers.Tokenizer`` (no transformers wrapper)."""
-    import torch
-
-    out = []
-    for ids_row, m_row in zip(token_ids.tolist(), mask.tolist()):
-        n, row = 0, []
-        for t, m in zip(ids_row, m_row):
-            if not m:
-                row.append(-1)
-                continue
-            row.append(n)
-            n += backend.decode([t], skip_special_tokens=False).count("\n")
-        out.append(row)
-    return torch.tensor(out, dtype=torch.long)
+    return _decode_loop(backend.decode, {"skip_special_tokens": False}, token_ids, mask)
 
 
 def main(argv=None) -> dict:

@@ -1,4 +1,4 @@
-"""Smoke test of the micro benchmarks (issue 7): each script's ``--quick`` mode runs and its identical-output
+"""Smoke test of the micro benchmarks: each script's ``--quick`` mode runs and its identical-output
 checks pass (rank ids vs the decode loop, hits vs the plain reference, the OpenRLHF loss wrapper vs the core loss).
 
 The scripts run in this process (``main(argv)``), so torch/transformers/OpenRLHF are imported once; JSON goes to
