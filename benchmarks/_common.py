@@ -6,13 +6,13 @@ the same run, with the candidates interleaved (the order rotates every repeat) a
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -228,6 +228,26 @@ def token_batch(tokenizer, rows: List[dict], batch: int, length: int, seed: int 
         mask[b, :n_valid] = True
         eos_mask[b, n_valid - 1] = True
     return ids, mask, eos_mask
+
+
+# ------------------------------------------------------------------------------------------- command line
+def parser(doc: str, quick: Optional[str] = None) -> argparse.ArgumentParser:
+    """A benchmark's command line: ``doc`` as its help, ``--out`` (the JSON's folder) and, given ``quick`` (its
+    help text), ``--quick``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if quick:
+        p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
+    return p
+
+
+def grid_parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """:func:`parser` of a benchmark over a batch x length grid: also ``--batches``, ``--lengths``, ``--repeats``."""
+    p = parser(doc, quick="tiny grid, 2 repeats (smoke run)")
+    p.add_argument("--batches", type=int, nargs="+", default=None)
+    p.add_argument("--lengths", type=int, nargs="+", default=None)
+    p.add_argument("--repeats", type=int, default=None, help=f"interleaved repeats per grid point (default {repeats})")
+    return p
 
 
 # ------------------------------------------------------------------------------------------- output

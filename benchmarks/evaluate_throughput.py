@@ -14,7 +14,6 @@ CLI's own ``timing.evaluation_s`` from ``metrics.json`` and rows/s over it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -56,11 +55,10 @@ def build_lists(rows, catalog_rows, rng, k=20):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = C.parser(__doc__)
     p.add_argument("--repeats", type=int, default=1, help="CLI runs (median reported)")
     p.add_argument("--baseline", default=None,
                    help="another checkout (its root, used as PYTHONPATH) whose CLI runs interleaved with this one's")
-    p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
     a = p.parse_args(argv)
 
     test, catalog = REDIAL / "test.jsonl", REDIAL / "catalog.jsonl"

@@ -21,7 +21,6 @@ Candidates (one call = forward + ``loss.backward()``):
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,13 +34,7 @@ PROMPT_LEN = 64
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny grid, 2 repeats (smoke run)")
-    p.add_argument("--batches", type=int, nargs="+", default=None)
-    p.add_argument("--lengths", type=int, nargs="+", default=None)
-    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats per grid point (default 7)")
-    p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
-    a = p.parse_args(argv)
+    a = C.grid_parser(__doc__, repeats=7).parse_args(argv)
     batches = a.batches or ([4] if a.quick else [4, 16, 64])
     lengths = a.lengths or ([128] if a.quick else [128, 512, 1024])
     repeats = a.repeats or (2 if a.quick else 7)

@@ -37,7 +37,6 @@ implementation of the same rank-aligned rules) on every completion (asserted). T
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -198,12 +197,10 @@ TARGETS = {"official": 5.0, "plain_indexed": 1.0}  # ours vs baseline: speed-up 
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="4 rows, 1 repeat (smoke run)")
+    p = C.parser(__doc__, quick="4 rows, 1 repeat (smoke run)")
     p.add_argument("--rows", type=int, default=None, help="number of sample rows (default all 100)")
     p.add_argument("--repeats", type=int, default=None, help="repeats of the fast candidates per chunk (default 5)")
     p.add_argument("--chunk", type=int, default=50, help="completions per interleaved chunk")
-    p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
     a = p.parse_args(argv)
 
     import torch

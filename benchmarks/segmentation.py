@@ -22,7 +22,6 @@ Every grid point asserts that all candidates return identical rank ids. Writes b
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -64,15 +63,10 @@ def rust_decode_loop(backend, token_ids, mask):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny grid, 2 repeats (smoke run)")
-    p.add_argument("--batches", type=int, nargs="+", default=None)
-    p.add_argument("--lengths", type=int, nargs="+", default=None)
-    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats per grid point (default 5)")
+    p = C.grid_parser(__doc__, repeats=5)
     p.add_argument("--slow-max-rows", type=int, default=None,
                    help="time the decode loops on at most this many rows and scale per row (identity is still "
                         "checked on the full batch); default: time every row")
-    p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
     a = p.parse_args(argv)
     batches = a.batches or ([2] if a.quick else [1, 8, 64])
     lengths = a.lengths or ([64, 256] if a.quick else [128, 512, 1024])
