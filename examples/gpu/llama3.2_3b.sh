@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# meta-llama/Llama-3.2-3B-Instruct: SFT warm start (sft_paper.sh: lr 5e-5, cosine, 5% warm-up, 10 epochs, max len 1024), then Rank-GRPO with
-# the paper's settings (rank_grpo_paper.sh); lr 1e-6, then 1e-7 after step 8000 (two launcher runs, see rank_grpo_paper.sh).
+# meta-llama/Llama-3.2-3B-Instruct: the 1B recipe (llama3.2_1b.sh) with this model: SFT warm start (sft_paper.sh: lr 5e-5,
+# cosine, 5% warm-up, 10 epochs, max len 1024), then Rank-GRPO with the paper's settings (rank_grpo_paper.sh); lr 1e-6,
+# then 1e-7 after step 8000 (two launcher runs, see rank_grpo_paper.sh).
 #
 #   DATA=reddit_v2/train.jsonl CATALOG=reddit_v2/catalog.jsonl bash examples/gpu/llama3.2_3b.sh
 #
@@ -8,8 +9,6 @@
 # SFT_DATA (Stage-1 behaviour-cloning set instead of DATA's completions), SKIP_SFT=1 (reuse $OUT/sft),
 # DRY_RUN=1 (print the commands). More knobs: see sft_paper.sh and rank_grpo_paper.sh.
 set -euo pipefail
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export MODEL="${MODEL:-meta-llama/Llama-3.2-3B-Instruct}"
 export OUT="${OUT:-runs/gpu/llama3.2-3b-instruct}"
-[ "${SKIP_SFT:-0}" = 1 ] || bash "$HERE/sft_paper.sh"
-LR=1e-6 LR_DROP_STEP=${LR_DROP_STEP:-8000} LR2=1e-7 bash "$HERE/rank_grpo_paper.sh"
+exec bash "$(dirname "${BASH_SOURCE[0]}")/llama3.2_1b.sh"
