@@ -40,7 +40,8 @@ def ref_normalize(title: str) -> str:
 
 
 def ref_unwrap(text: str) -> str:
-    """Emphasis and quotes around ``text`` removed, repeatedly (reference copy of parse._strip_wrappers)."""
+    """Emphasis and quotes around ``text`` removed, repeatedly. A deliberate reference copy of
+    ``rank_grpo_plugin.recsys.parse._strip_wrappers`` (which the fast parser calls only when a wrapper can apply)."""
     changed = True
     while changed and len(text) >= 2:
         changed = False
@@ -67,8 +68,8 @@ def ref_parse(line: str):
 
 
 def ref_year(value):
-    """A catalog or ground-truth year as int: an int, an integral float or a digit string; None otherwise
-    (reference copy of catalog.parse_year)."""
+    """A catalog or ground-truth year as int: an int, an integral float or a digit string; None otherwise. A
+    deliberate reference copy of ``rank_grpo_plugin.recsys.catalog.parse_year``."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
