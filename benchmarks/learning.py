@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _learning as L  # noqa: E402
 from openrlhf_cpu.procs import kill_marked  # noqa: E402
 from rank_grpo_plugin import recipes  # noqa: E402
-from rank_grpo_plugin.data import write_atomic  # noqa: E402
+from rank_grpo_plugin.files import write_atomic  # noqa: E402
 
 # name -> (RLRecipe settings, label). The names say everything in which the arms differ.
 ARMS: Dict[str, dict] = {

@@ -1,4 +1,4 @@
-"""Macro benchmark (issue 7): Rank-GRPO vs GRPO vs GSPO through OpenRLHF 0.11.2's own launcher, on CPU.
+"""Macro benchmark: Rank-GRPO vs GRPO vs GSPO through OpenRLHF 0.11.2's own launcher, on CPU.
 
     python3 benchmarks/macro.py --quick     # smoke: 1 seed x 3 algorithms x 4 steps, no mu=2 run (~5 min at load 1-3)
     python3 benchmarks/macro.py --full      # 3 seeds x 3 algorithms x 15 steps + one mu=2 run (~37 min on 2 cores)

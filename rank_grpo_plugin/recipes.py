@@ -1,5 +1,5 @@
 """The launch recipe: OpenRLHF launcher command lines (SFT warm start, then Rank-GRPO / GRPO / GSPO) from a few
-named settings. The main job (``examples/cpu/main_job.sh``), the learning benchmark (``benchmarks/convergence.py``)
+named settings. The main job (``examples/cpu/main_job.sh``), the learning benchmark (``benchmarks/learning.py``)
 and users' own scripts build their commands here; ``rank-grpo recipe sft|rl ...`` prints them to copy.
 
 Standard library only: it builds argument lists, it runs nothing.
