@@ -7,13 +7,16 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Iterable
 
 
-def kill_marked(env_name: str, marker: str) -> int:
-    """SIGKILL every process (but this one) whose environment holds ``env_name=marker``; returns how many."""
-    me, needle, n = os.getpid(), f"{env_name}={marker}".encode(), 0
+def kill_marked(env_name: str, marker: str, keep: Iterable[int] = ()) -> int:
+    """SIGKILL every process (but this one and those in ``keep``) whose environment holds ``env_name=marker``;
+    returns how many."""
+    spare = {os.getpid(), *keep}
+    needle, n = f"{env_name}={marker}".encode(), 0
     for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit() or int(pid_dir.name) == me:
+        if not pid_dir.name.isdigit() or int(pid_dir.name) in spare:
             continue
         try:
             if needle in (pid_dir / "environ").read_bytes().split(b"\0"):

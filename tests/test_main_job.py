@@ -1,7 +1,8 @@
 """examples/cpu/main_job.sh end to end in a short form (a small synth task, 1 SFT epoch, 2 Rank-GRPO steps, 2 sampled
 lists per conversation): tiny model, rank-grpo synth + prepare, deepspeed --module openrlhf.cli.train_sft,
 python -m openrlhf.cli.train_ppo_ray with rank_grpo, rank-grpo evaluate (greedy and sampled) on the held-out test
-rows and the report. A few minutes on 2 idle cores (DeepSpeed ops compiled and cached)."""
+rows and the report -- reached through four interruptions (one per phase) and reruns with the same --out. A few
+minutes on 2 idle cores (DeepSpeed ops compiled and cached)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,17 +23,85 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "cpu" / "main_job.sh"
 
 
+MARK = "RANK_GRPO_MAIN_JOB_RUN"
+
+
+def _marked(marker):
+    """pids of the processes whose environment holds the job's marker (the job's own processes)."""
+    pids, needle = [], f"{MARK}={marker}".encode()
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and needle in (d / "environ").read_bytes().split(b"\0"):
+                pids.append(int(d.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _job(out, env, marker):
+    return subprocess.Popen(["bash", str(SCRIPT), "--steps", "2", "--sft-epochs", "1", "--eval-samples", "2",
+                             "--out", str(out)], cwd=out.parent, env=dict(env, **{MARK: marker}),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _interrupt(proc, needle, sig, to_group, delay, marker):
+    """Read the console until ``needle``, wait ``delay`` s, send ``sig`` (to the job's process group, as Ctrl-C in a
+    terminal does, or to the script alone, as `kill` does); returns (console, exit code, seconds to exit)."""
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if needle in line:
+            break
+    else:
+        pytest.fail(f"the job ended before {needle!r}:\n" + "".join(lines)[-4000:])
+    time.sleep(delay)
+    assert _marked(marker), "no process of the job was running when it was interrupted"
+    t = time.time()
+    os.killpg(proc.pid, sig) if to_group else os.kill(proc.pid, sig)
+    try:
+        rest, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"main_job.sh did not stop within 60 s of {sig!r}")
+    return "".join(lines) + rest, proc.returncode, time.time() - t
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU main job; GPU machines use examples/gpu")
-def test_main_job_short(tmp_path):
+def test_main_job_short_interrupted_in_every_phase_then_resumed(tmp_path):
+    """The short job is interrupted in each phase -- the model build and the SFT by SIGINT to its process group
+    (Ctrl-C), the RL run mid-training and an evaluation by SIGTERM to the script -- and rerun with the same --out
+    after each: it stops within seconds naming the phase, leaves no process of the job behind, keeps the finished
+    phases (a rerun skips them) and never a mark on the interrupted one; the last rerun completes the job."""
     out = tmp_path / "job"
+    out.mkdir()
     env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK_GRPO_PLUGIN_DISABLE", "RANK_GRPO_PLUGIN_CPU_FAULT", "RAY_ADDRESS", "DRY_RUN")}
+           if k not in ("RANK_GRPO_PLUGIN_DISABLE", "RANK_GRPO_PLUGIN_CPU_FAULT", "RAY_ADDRESS", "DRY_RUN", MARK)}
     env["SYNTH_ARGS"] = "--train-rows 48 --val-rows 4 --test-rows 8 --seed 1"
-    proc = subprocess.Popen(["bash", str(SCRIPT), "--steps", "2", "--sft-epochs", "1", "--eval-samples", "2",
-                             "--out", str(out)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    stops, consoles = [], []
+    for i, (needle, sig, to_group, delay, phase, marked, kept_line) in enumerate([
+            ("(a) model: tiny", signal.SIGINT, True, 1.0, "model", [], None),
+            ("(c) SFT:", signal.SIGINT, True, 4.0, "sft", ["model", "synth", "prepare"], None),
+            ("rl step 1/2", signal.SIGTERM, False, 0.0, "rl", ["model", "synth", "prepare", "sft"], "sft"),
+            ("SFT evaluated", signal.SIGTERM, False, 0.5, "eval_rank_grpo", ["sft", "rl", "eval_sft_sampled"],
+             "sft")]):
+        marker = f"test_main_job_{os.getpid()}_{i}"
+        console, rc, secs = _interrupt(_job(out, env, marker), needle, sig, to_group, delay, marker)
+        consoles.append(console)
+        name = "INT" if sig == signal.SIGINT else "TERM"
+        assert rc == (130 if sig == signal.SIGINT else 143), console[-3000:]
+        assert f"stopped by SIG{name} in phase '{phase}'" in console, console[-3000:]
+        assert secs < 15, f"{secs:.1f} s from SIG{name} to exit"
+        time.sleep(1)
+        assert not _marked(marker), f"processes of the job survived SIG{name}: {_marked(marker)}"
+        marks = {p.name for p in (out / ".phases").iterdir()} if (out / ".phases").exists() else set()
+        assert phase not in marks and set(marked) <= marks, (phase, marks)
+        if kept_line:  # the rerun went on from the phases an earlier run finished
+            assert f"{kept_line}: finished in an earlier run, kept" in console, console
+        stops.append(f"{phase}: SIG{name} -> exit in {secs:.1f}s")
+    print("\n".join(stops))
+
+    proc = _job(out, env, f"test_main_job_{os.getpid()}_final")
     try:
         log, _ = proc.communicate(timeout=1200)
     except subprocess.TimeoutExpired:
@@ -39,6 +109,11 @@ def test_main_job_short(tmp_path):
         log, _ = proc.communicate()
         pytest.fail("main_job.sh timed out\n" + log[-6000:])
     assert proc.returncode == 0, log[-6000:]
+    assert "sft: finished in an earlier run, kept" in log and "rl: finished in an earlier run, kept" in log, log
+    assert "rl step 2/2" in consoles[-1]  # the run interrupted in evaluation had finished the RL phase
+    # every command of commands.sh reruns as written: the launch environment is recorded with them
+    commands = (out / "logs" / "commands.sh").read_text()
+    assert "export VLLM_CPU_KVCACHE_SPACE=" in commands and "export HF_HUB_OFFLINE=1" in commands
 
     # (b) the synth task and the datasets from rank-grpo prepare
     assert len((out / "task" / "train.jsonl").read_text().splitlines()) == 48
@@ -69,7 +144,8 @@ def test_main_job_short(tmp_path):
     # the console: one line per phase and step, the launcher's own output only in the log files
     assert "Global step" not in log and len(log.splitlines()) < 80, log
     for needle in ("main job summary", "Rank-GRPO step 1 (first)", "Rank-GRPO step 2 (last)",
-                   "held-out NDCG@20 (rank-aligned, sampled): SFT", "rl step 2/2", "per-rank plot:"):
+                   "held-out NDCG@20 (rank-aligned, sampled): SFT", "held-out lists (sampled): SFT",
+                   "per-rank plot:"):
         assert needle in log, (needle, log)
     assert re.search(r"wall time \(s\): .* total \d+", log)
     # nothing outside the repository and the output folder was read

@@ -129,29 +129,85 @@ recipe() {
 T0=$(date +%s)
 say() { echo "[main_job $(($(date +%s) - T0))s] $*"; }
 declare -A SECS
+
+# Interrupts. Every process this job starts (Ray's workers, vLLM engines and DeepSpeed ranks included, which are not
+# all its children) inherits RANK_GRPO_MAIN_JOB_RUN; on SIGINT or SIGTERM the job stops them all by that marker
+# (openrlhf_cpu.procs.kill_marked), says in which phase it stopped, and exits 130 / 143. Phases finished before
+# keep their outputs and their marks in $OUT/.phases; the unfinished one has no mark, so nothing half-written looks
+# complete. A rerun with the same --out keeps the leading phases whose marks hold the same command (an earlier run's
+# finished work) and redoes everything from the first phase that differs or did not finish, each from a clean
+# folder; --dry-run prints what a rerun would run.
+export RANK_GRPO_MAIN_JOB_RUN="${RANK_GRPO_MAIN_JOB_RUN:-main_job_$$_$(date +%s%N)}"  # a caller may name it
+PHASES="$OUT/.phases"
+PHASE="start"
+declare -A OUTPUTS  # phase -> the files and folders it writes, one per line (removed before it runs again)
+stop_job() {
+    local sig="$1" n left=5
+    trap - INT TERM
+    # every marked process but this script and the subshell asking (they hold the marker when the caller set it)
+    kill_run() { python -c 'import sys; from openrlhf_cpu.procs import kill_marked
+print(kill_marked("RANK_GRPO_MAIN_JOB_RUN", sys.argv[1], keep=map(int, sys.argv[2:])))' \
+        "$RANK_GRPO_MAIN_JOB_RUN" $$ "$BASHPID" 2>/dev/null || echo "?"; }
+    n=$(kill_run)
+    while [ "$n" != 0 ] && [ "$n" != "?" ] && [ $((left -= 1)) -gt 0 ]; do  # processes started while stopping
+        sleep 0.2; n=$(kill_run)
+    done
+    echo "main_job.sh: stopped by SIG$sig in phase '$PHASE' after $(($(date +%s) - T0))s; its processes are stopped, finished phases are kept in $OUT (rerun the same command to go on)" >&2
+    exit $([ "$sig" = INT ] && echo 130 || echo 143)
+}
+trap 'stop_job INT' INT
+trap 'stop_job TERM' TERM
+
 # Every command is recorded in $LOGS/commands.sh (and printed with --dry-run, prefixed "+ ").
 note_cmd() {
     if [ "$DRY_RUN" = 1 ]; then echo "+ $(quote "$@")" >&2; else echo "$(quote "$@")" >> "$LOGS/commands.sh"; fi
 }
+phase_key() { quote "$@" | sed -E 's/--master_port [0-9]+/--master_port PORT/'; }  # the port is free-picked
+RAN=0  # a phase ran in this run: every later phase runs too (its input may have changed)
+phase_done() {  # phase_done NAME CMD...: NAME finished in an earlier run with the same command, nothing before it ran
+    [ "$RAN" = 0 ] && [ -f "$PHASES/$1" ] && [ "$(cat "$PHASES/$1")" = "$(shift; phase_key "$@")" ]
+}
+phase_start() {  # phase_start NAME: forget its mark, remove what an unfinished earlier attempt left
+    PHASE="$1"
+    rm -f "$PHASES/$1"
+    local o; while IFS= read -r o; do [ -z "$o" ] || rm -rf -- "$o"; done <<< "${OUTPUTS[$1]:-}"
+}
+phase_end() { mkdir -p "$PHASES"; local name="$1"; shift; phase_key "$@" > "$PHASES/$name"; }
+# Each command runs in the background and the script waits for it, so a signal is handled at once (bash defers a
+# trap until a foreground child exits). RUN_CWD: the command's working directory.
 run_logged() {  # run_logged NAME LOGFILE CMD...: output to LOGFILE
-    local name="$1" log="$2" t; shift 2; t=$(date +%s)
-    note_cmd "$@"
+    local name="$1" log="$2" t pid; shift 2; t=$(date +%s)
+    if phase_done "$name" "$@"; then
+        [ "$DRY_RUN" = 1 ] && echo "= kept: $name (finished in an earlier run)" >&2; SECS[$name]=0; return
+    fi
+    note_cmd "$@"; RAN=1
     if [ "$DRY_RUN" != 1 ]; then
-        if ! "$@" > "$log" 2>&1; then
+        phase_start "$name"
+        ( cd "${RUN_CWD:-.}" && exec "$@" ) > "$log" 2>&1 &
+        pid=$!
+        if ! wait "$pid"; then
             echo "main_job.sh: $name failed; last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1
         fi
+        phase_end "$name" "$@"
     fi
     SECS[$name]=$(($(date +%s) - t))
 }
 run_followed() {  # run_followed NAME LOGFILE KIND TOTAL CMD...: output to LOGFILE, one console line per step
-    local name="$1" log="$2" kind="$3" total="$4" t; shift 4; t=$(date +%s)
-    note_cmd "$@"
+    local name="$1" log="$2" kind="$3" total="$4" t pid; shift 4; t=$(date +%s)
+    if phase_done "$name" "$@"; then
+        say "    $name: finished in an earlier run, kept"; SECS[$name]=0; return
+    fi
+    note_cmd "$@"; RAN=1
     if [ "$DRY_RUN" != 1 ]; then
+        phase_start "$name"
         : > "$log"
-        if ! "$@" 2>&1 | python -m openrlhf_compat.logs follow "$log" --kind "$kind" --total "$total" \
-                --prefix "[main_job]   $name"; then
+        { ( cd "${RUN_CWD:-.}" && exec "$@" ) 2>&1 | python -m openrlhf_compat.logs follow "$log" --kind "$kind" \
+              --total "$total" --prefix "[main_job]   $name"; } &
+        pid=$!
+        if ! wait "$pid"; then
             echo "main_job.sh: $name failed; last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1
         fi
+        phase_end "$name" "$@"
     fi
     SECS[$name]=$(($(date +%s) - t))
 }
@@ -161,6 +217,7 @@ say "(a) model: $MODEL_SPEC"
 case "$MODEL_SPEC" in
     tiny)
         BASE="$OUT/tiny_model"
+        OUTPUTS[model]="$BASE"
         run_logged model "$LOGS/model.log" python -m rank_grpo_plugin.tiny_model "$BASE" ;;
     smollm2)
         if [ "$DRY_RUN" = 1 ]; then
@@ -179,6 +236,7 @@ esac
 # ---------------------------------------------------------------------------------------------- (b) data
 if [ "$TASK" = synth ]; then
     TASK_DIR="$OUT/task"
+    OUTPUTS[synth]="$TASK_DIR"
     # generated even with --dry-run (< 1 s), so the printed launcher commands point at real files
     # shellcheck disable=SC2086  # SYNTH_ARGS is a list of flags
     DRY_RUN=0 run_logged synth "$LOGS/synth.log" rank-grpo synth "$TASK_DIR" ${SYNTH_ARGS:-}
@@ -192,6 +250,7 @@ else
     EVAL_WHAT="the same 100 training rows (a smoke test, not a held-out score)"
     say "(b) data: 100 real Reddit-v2 rows shipped in the package, catalog of 7,404 items"
 fi
+OUTPUTS[prepare]="$OUT/data"
 run_logged prepare "$LOGS/prepare.log" rank-grpo prepare "$DATA" --sft "$OUT/data/sft.jsonl" --rl "$OUT/data/rl.jsonl"
 N_ROWS=$(wc -l < "$DATA")
 # ---------------------------------------------------------------------------------------------- (c) SFT
@@ -202,6 +261,7 @@ if [ "$SFT_EPOCHS" -gt 0 ]; then
     say "(c) SFT: $SFT_EPOCHS epochs of $N_ROWS rows, lr $SFT_LR (log: $LOGS/sft.log)"
     recipe SFT_CMD sft --model "$BASE" --data "$OUT/data/sft.jsonl" --out "$SFT_DIR" --ckpt "$OUT/sft_ckpt" \
         --epochs "$SFT_EPOCHS" --batch "$SFT_BATCH" --micro-batch "$SFT_MICRO" --lr "$SFT_LR" --max-len "$SFT_MAX_LEN"
+    OUTPUTS[sft]="$SFT_DIR"$'\n'"$OUT/sft_ckpt"
     run_followed sft "$LOGS/sft.log" sft "$SFT_EPOCHS" "${SFT_CMD[@]}"
     say "    SFT done in ${SECS[sft]}s"
 else
@@ -219,11 +279,8 @@ recipe RL_CMD rl --model "$SFT_DIR" --prompts "$OUT/data/rl.jsonl" --rows "$N_RO
     --mu "$RL_EPOCHS" --kl-coef "$KL_COEF" --max-new-tokens "$MAX_NEW_TOKENS" --prompt-max-len "$PROMPT_MAX_LEN" \
     -- ${EXTRA[@]+"${EXTRA[@]}"}
 t_rl=$(date +%s)
-if [ "$DRY_RUN" = 1 ]; then
-    note_cmd "${RL_CMD[@]}"
-else
-    (cd "$RL_DIR" && run_followed rl "$RL_LOG" rl "$STEPS" "${RL_CMD[@]}")
-fi
+OUTPUTS[rl]="$RL_DIR/model"$'\n'"$RL_DIR/ckpt"
+RUN_CWD="$RL_DIR" run_followed rl "$RL_LOG" rl "$STEPS" "${RL_CMD[@]}"
 SECS[rl]=$(($(date +%s) - t_rl))
 say "    Rank-GRPO done in ${SECS[rl]}s"
 
@@ -236,6 +293,7 @@ REPORT_RUNS=(); REPORT_NAMES=()
 for ckpt in sft rank_grpo; do
     dir=$([ $ckpt = sft ] && echo "$SFT_DIR" || echo "$RL_DIR/model")
     label=$([ $ckpt = sft ] && echo "SFT" || echo "SFT+Rank-GRPO")
+    OUTPUTS[eval_${ckpt}]="$OUT/eval_${ckpt}"; OUTPUTS[eval_${ckpt}_sampled]="$OUT/eval_${ckpt}_sampled"
     run_logged "eval_${ckpt}" "$LOGS/eval_${ckpt}.log" ${EVAL_ENV[@]+"${EVAL_ENV[@]}"} rank-grpo evaluate --model "$dir" "${EVAL[@]}" \
         --name "$ckpt" --out "$OUT/eval_${ckpt}"
     REPORT_RUNS+=("$OUT/eval_${ckpt}"); REPORT_NAMES+=("$label greedy")
@@ -249,6 +307,7 @@ for ckpt in sft rank_grpo; do
 done
 [ "$DRY_RUN" = 1 ] && exit 0
 
+PHASE="report"
 echo
 echo "================================ main job summary ================================"
 echo "Held-out evaluation: $EVAL_WHAT"
