@@ -10,6 +10,7 @@ from .common import ENV_FORCE, PATCHES, TAG, CpuBackendError, UpstreamChanged, r
 
 ENV_RAY_GPUS = "RANK_GRPO_PLUGIN_CPU_RAY_GPUS"
 ENV_RAY_CPUS = "RANK_GRPO_PLUGIN_CPU_RAY_CPUS"
+ENV_RAY_DASHBOARD = "RANK_GRPO_PLUGIN_CPU_RAY_DASHBOARD"
 
 
 def _flag_given(flag: str) -> bool:
@@ -92,7 +93,8 @@ def _ray_connects(ray, address) -> bool:
 
 
 def _local_cluster_resources(ray, args, kwargs):
-    """ray.init step: a new local cluster gets logical GPUs (OpenRLHF places {"GPU": 1, "CPU": 1} bundles)."""
+    """ray.init step: a new local cluster gets logical GPUs (OpenRLHF places {"GPU": 1, "CPU": 1} bundles) and no
+    dashboard (``RANK_GRPO_PLUGIN_CPU_RAY_DASHBOARD=1`` keeps it)."""
     if _ray_connects(ray, args[0] if args else kwargs.get("address")):
         return args, kwargs
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -105,6 +107,10 @@ def _local_cluster_resources(ray, args, kwargs):
         kwargs["num_gpus"] = int(os.environ.get(ENV_RAY_GPUS, "8"))
     if kwargs.get("num_cpus") is None:
         kwargs["num_cpus"] = int(os.environ.get(ENV_RAY_CPUS, str(max(os.cpu_count() or 1, 8))))
+    if kwargs.get("include_dashboard") is None and os.environ.get(ENV_RAY_DASHBOARD, "0") != "1":
+        # the dashboard's nine module processes start under a 30 s deadline; on a loaded 2-core machine they miss
+        # it and take the whole cluster start-up down with them ("The current node timed out during startup")
+        kwargs["include_dashboard"] = False
     return args, kwargs
 
 

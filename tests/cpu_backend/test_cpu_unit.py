@@ -206,6 +206,16 @@ def test_ray_init_patch_only_adds_resources_for_a_new_local_cluster(monkeypatch)
     monkeypatch.delenv("RAY_ADDRESS")
     assert driver._ray_connects(ray, "local") is False
     assert driver._ray_connects(ray, "10.0.0.1:6379") is True
+    # a new local cluster: logical GPUs, the CPUs, no dashboard unless asked for; a joined cluster: untouched
+    monkeypatch.setattr(driver, "_ray_connects", lambda ray, address: False)
+    monkeypatch.delenv(driver.ENV_RAY_DASHBOARD, raising=False)
+    _, kw = driver._local_cluster_resources(ray, (), {"runtime_env": {}})
+    assert kw["num_gpus"] == 8 and kw["num_cpus"] >= 8 and kw["include_dashboard"] is False
+    assert driver._local_cluster_resources(ray, (), {"include_dashboard": True})[1]["include_dashboard"] is True
+    monkeypatch.setenv(driver.ENV_RAY_DASHBOARD, "1")
+    assert "include_dashboard" not in driver._local_cluster_resources(ray, (), {})[1]
+    monkeypatch.setattr(driver, "_ray_connects", lambda ray, address: True)
+    assert driver._local_cluster_resources(ray, ("auto",), {}) == (("auto",), {})
 
 
 # ------------------------------------------------------------------------------------------- vLLM reload (tied head)
