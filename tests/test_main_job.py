@@ -82,7 +82,7 @@ def test_main_job_short_interrupted_in_every_phase_then_resumed(tmp_path):
     for i, (needle, sig, to_group, delay, phase, marked, kept_line) in enumerate([
             ("(a) model: tiny", signal.SIGINT, True, 1.0, "model", [], None),
             ("(c) SFT:", signal.SIGINT, True, 4.0, "sft", ["model", "synth", "prepare"], None),
-            ("rl step 1/2", signal.SIGTERM, False, 0.0, "rl", ["model", "synth", "prepare", "sft"], "sft"),
+            ("rl step 1/2", signal.SIGTERM, False, 0.0, "rl", ["model", "synth", "prepare", "sft"], None),
             ("SFT evaluated", signal.SIGTERM, False, 0.5, "eval_rank_grpo", ["sft", "rl", "eval_sft_sampled"],
              "sft")]):
         marker = f"test_main_job_{os.getpid()}_{i}"
@@ -96,7 +96,7 @@ def test_main_job_short_interrupted_in_every_phase_then_resumed(tmp_path):
         assert not _marked(marker), f"processes of the job survived SIG{name}: {_marked(marker)}"
         marks = {p.name for p in (out / ".phases").iterdir()} if (out / ".phases").exists() else set()
         assert phase not in marks and set(marked) <= marks, (phase, marks)
-        if kept_line:  # the rerun went on from the phases an earlier run finished
+        if kept_line:  # the rerun went on from the phases an earlier run finished (run 3 redid the SFT run 2 cut)
             assert f"{kept_line}: finished in an earlier run, kept" in console, console
         stops.append(f"{phase}: SIG{name} -> exit in {secs:.1f}s")
     print("\n".join(stops))

@@ -144,6 +144,7 @@ declare -A OUTPUTS  # phase -> the files and folders it writes, one per line (re
 stop_job() {
     local sig="$1" n left=5
     trap - INT TERM
+    exec 3>&2 2>/dev/null  # bash's own "Killed ..." notices of the stopped commands are not news
     # every marked process but this script and the subshell asking (they hold the marker when the caller set it)
     kill_run() { python -c 'import sys; from openrlhf_cpu.procs import kill_marked
 print(kill_marked("RANK_GRPO_MAIN_JOB_RUN", sys.argv[1], keep=map(int, sys.argv[2:])))' \
@@ -152,7 +153,7 @@ print(kill_marked("RANK_GRPO_MAIN_JOB_RUN", sys.argv[1], keep=map(int, sys.argv[
     while [ "$n" != 0 ] && [ "$n" != "?" ] && [ $((left -= 1)) -gt 0 ]; do  # processes started while stopping
         sleep 0.2; n=$(kill_run)
     done
-    echo "main_job.sh: stopped by SIG$sig in phase '$PHASE' after $(($(date +%s) - T0))s; its processes are stopped, finished phases are kept in $OUT (rerun the same command to go on)" >&2
+    echo "main_job.sh: stopped by SIG$sig in phase '$PHASE' after $(($(date +%s) - T0))s; its processes are stopped, finished phases are kept in $OUT (rerun the same command to go on)" >&3
     exit $([ "$sig" = INT ] && echo 130 || echo 143)
 }
 trap 'stop_job INT' INT
