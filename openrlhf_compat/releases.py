@@ -41,6 +41,10 @@ _CPU_BACKEND = {
         "f45884e1ca34de05723292b7458939120111cfaa56f7f4594ab2c069a44f1cca",
     "openrlhf.utils.utils:get_strategy": "be0c2a9f22b91fa67118fcde01f4c416c76343f0888626bea4c0963196312b60",
 }
+# CPU backend, engine watchdog (openrlhf_cpu/engines.py): the rollout loop it diagnoses; 0.11.1 changed its body
+_SG = "openrlhf.trainer.ppo_utils.samples_generator:SamplesGenerator._generate_vllm"
+_CPU_BACKEND_0_10_4 = dict(_CPU_BACKEND, **{_SG: "f461f232e17a59f9ec4007195446b4a80e4aa0b2141794d1c16d19c171aac22f"})
+_CPU_BACKEND_0_11_1 = dict(_CPU_BACKEND, **{_SG: "bb043ccdcfb7f02d56b67b4609698ae28f277feb51522448f39983edb523394d"})
 
 # Rank-GRPO adapter (shim.py), only without the registry of patches/. 0.10.4 and 0.11.0 have the same three
 # definitions; 0.11.1 changes training_step (the KL-as-loss call gains log_probs_old / unbiased_gradient);
@@ -67,14 +71,14 @@ _CHOICES_0_10_4 = {"--algo.advantage.estimator": _ESTIMATORS, "--actor.policy_lo
 _CHOICES_0_11_2 = dict(_CHOICES_0_10_4, **{"--algo.advantage.estimator": _ESTIMATORS + ("flash_reinforce",)})
 
 
-def _release(version, adapter, choices, loss_outputs) -> "Release":
-    return Release(version=version, sources={**adapter, **_CPU_BACKEND}, choices=choices, loss_outputs=loss_outputs)
+def _release(version, adapter, cpu_backend, choices, loss_outputs) -> "Release":
+    return Release(version=version, sources={**adapter, **cpu_backend}, choices=choices, loss_outputs=loss_outputs)
 
 
 RELEASES: Dict[str, Release] = {  # oldest first; the last one is the release patches/0001-* is written against
-    "0.10.4": _release("0.10.4", _ADAPTER_0_10_4, _CHOICES_0_10_4, 4),
-    "0.11.0": _release("0.11.0", _ADAPTER_0_10_4, _CHOICES_0_10_4, 4),
-    "0.11.1": _release("0.11.1", _ADAPTER_0_11_1, _CHOICES_0_10_4, 4),
-    "0.11.2": _release("0.11.2", _ADAPTER_0_11_2, _CHOICES_0_11_2, 5),
+    "0.10.4": _release("0.10.4", _ADAPTER_0_10_4, _CPU_BACKEND_0_10_4, _CHOICES_0_10_4, 4),
+    "0.11.0": _release("0.11.0", _ADAPTER_0_10_4, _CPU_BACKEND_0_10_4, _CHOICES_0_10_4, 4),
+    "0.11.1": _release("0.11.1", _ADAPTER_0_11_1, _CPU_BACKEND_0_11_1, _CHOICES_0_10_4, 4),
+    "0.11.2": _release("0.11.2", _ADAPTER_0_11_2, _CPU_BACKEND_0_11_1, _CHOICES_0_11_2, 5),
 }
 SUPPORTED_OPENRLHF_VERSIONS: Tuple[str, ...] = tuple(RELEASES)

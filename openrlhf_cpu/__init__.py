@@ -30,13 +30,19 @@ concern (module)                                 what it replaces
                                                  attention defaults to ``sdpa``; ``ray.init`` of a new local
                                                  cluster declares logical GPUs/CPUs, drops a meaningless
                                                  ``CUDA_VISIBLE_DEVICES``; a cluster without GPUs is refused
+:mod:`.engines`                                  ``ActorPPOTrainer._init_vllm_sync_group``: waits for the vLLM
+                                                 engines first; ``SamplesGenerator._generate_vllm`` and
+                                                 ``broadcast_to_vllm``: a dead engine is named
+                                                 (:class:`EngineDiedError`) instead of waited for
 ===============================================  ============================================================
 
 Environment variables: ``RANK_GRPO_PLUGIN_CPU`` (1 force on / 0 force off), ``RANK_GRPO_PLUGIN_CPU_RAY_GPUS``
 (logical GPUs for a new local Ray cluster, default 8), ``RANK_GRPO_PLUGIN_CPU_RAY_CPUS`` (logical CPUs, default
 ``max(os.cpu_count(), 8)``), ``RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT`` (seconds, default 600),
+``RANK_GRPO_PLUGIN_CPU_ENGINE_START_TIMEOUT`` (seconds an engine may take to come up, default 900),
 ``RANK_GRPO_PLUGIN_CPU_FAULT=null_sync`` (tests only: emulate the upstream failure, a sync group whose broadcasts
-do nothing, to show the checksum guard raising).
+do nothing, to show the checksum guard raising), ``RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit[:N]`` (tests only: the
+vLLM worker process exits at weight sync #N, default 1, to show the engine watchdog).
 """
 from __future__ import annotations
 
@@ -45,9 +51,10 @@ import threading
 from rank_grpo_plugin.hooks import env_flag, when_imported
 
 from .common import ENV_FORCE, PATCHES, CpuBackendError, UpstreamChanged, WeightSyncError
+from .engines import EngineDiedError
 
-__all__ = ["install", "installed", "wanted", "CpuBackendError", "UpstreamChanged", "WeightSyncError", "PATCHES",
-           "ENV_FORCE"]
+__all__ = ["install", "installed", "wanted", "CpuBackendError", "UpstreamChanged", "WeightSyncError",
+           "EngineDiedError", "PATCHES", "ENV_FORCE"]
 
 _lock = threading.Lock()
 _installed = False
@@ -69,7 +76,7 @@ def installed() -> bool:
 
 def _targets():
     """(module whose import triggers it, patch function); the concern modules import nothing heavy."""
-    from . import cuda, driver, vllm_reload, weight_sync
+    from . import cuda, driver, engines, vllm_reload, weight_sync
 
     return (
         ("torch", cuda.patch_torch_cuda),
@@ -78,6 +85,8 @@ def _targets():
         ("openrlhf.trainer.ppo_utils.replay_buffer", cuda.patch_replay_buffer),
         ("openrlhf.utils.distributed_util", weight_sync.patch_distributed_util),
         ("openrlhf.trainer.ray.ppo_actor", weight_sync.patch_ppo_actor),
+        ("openrlhf.trainer.ray.ppo_actor", engines.patch_ppo_actor),
+        ("openrlhf.trainer.ppo_utils.samples_generator", engines.patch_samples_generator),
         ("openrlhf.trainer.ray.vllm_worker_wrap", vllm_reload.patch_worker_wrap),
         ("openrlhf.trainer.ray.vllm_engine", vllm_reload.verify_vllm_engine),
     )

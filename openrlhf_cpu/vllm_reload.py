@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .checksum import CHECKSUM_QUERY, vllm_checksums
 from .common import PATCHES, TAG, CpuBackendError, UpstreamChanged, WeightSyncError, require
+from .engines import engine_exit_fault
 
 
 def update_weight(self, name, dtype, shape, empty_cache=False):
@@ -21,6 +22,8 @@ def update_weight(self, name, dtype, shape, empty_cache=False):
 
     if name == CHECKSUM_QUERY:
         return vllm_checksums(self, shape)
+    if not getattr(self, "_rank_grpo_pending", None):  # the first tensor of a sync
+        engine_exit_fault(getattr(self, "_rank_grpo_reloads", 0) + 1)
     if getattr(self, "_model_update_with_ray", False):
         raise CpuBackendError(f"{TAG} --vllm.sync_with_ray is not supported on CPU")
     if dtype != self.model_config.dtype:

@@ -7,6 +7,7 @@ import sys
 
 from .checksum import verify_weight_sync
 from .common import PATCHES, TAG, CpuBackendError, UpstreamChanged, require
+from .engines import broadcast_guard
 
 ENV_FAULT = "RANK_GRPO_PLUGIN_CPU_FAULT"
 ENV_SYNC_TIMEOUT = "RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT"
@@ -90,9 +91,9 @@ def patch_ppo_actor(mod) -> None:
     mod.stateless_init_process_group = stateless_init_process_group
 
     def broadcast_to_vllm(self):
-        # Wraps ActorPPOTrainer.broadcast_to_vllm (OpenRLHF 0.10.4-0.11.2): the sync, then the checksum guard.
-        original(self)
-        verify_weight_sync(self)
+        # Wraps ActorPPOTrainer.broadcast_to_vllm (OpenRLHF 0.10.4-0.11.2): the sync, then the checksum guard;
+        # the engines checked alive first, and a failure with a dead engine names it (engines.py).
+        broadcast_guard(self, lambda: (original(self), verify_weight_sync(self)))
 
     broadcast_to_vllm._rank_grpo_cpu = True
     broadcast_to_vllm.__wrapped__ = original

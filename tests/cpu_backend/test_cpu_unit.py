@@ -160,6 +160,7 @@ import json, sys
 import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.trainer.ray.vllm_worker_wrap as ww
 import openrlhf.trainer.ray.vllm_engine, openrlhf.utils.distributed_util as du, openrlhf.utils
 from openrlhf.trainer.ppo_utils import NaiveReplayBuffer
+import openrlhf.trainer.ppo_utils.samples_generator as sg
 import ray, torch
 import openrlhf_cpu as cpu
 from openrlhf_cpu.vllm_reload import update_weight
@@ -177,6 +178,8 @@ print("RESULT " + json.dumps({
     "get_strategy": openrlhf.utils.get_strategy.__module__,
     "replay_device": replay_device,
     "ray_init": "cpu_backend" in (ray.init.steps() if hasattr(ray.init, "steps") else []),
+    "engine_watch": [getattr(pa.ActorPPOTrainer._init_vllm_sync_group, "_rank_grpo_cpu_watch", False),
+                     getattr(sg.SamplesGenerator._generate_vllm, "_rank_grpo_cpu_watch", False)],
 }))
 """
 
@@ -190,13 +193,15 @@ def test_patches_applied_on_import_and_opt_out(run_py):
     assert res["get_strategy"] == "openrlhf_cpu.driver"
     assert res["replay_device"] == "cpu"
     assert {"torch.cuda", "NaiveReplayBuffer.__init__", "ActorPPOTrainer.broadcast_to_vllm",
-            "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "ray.init"} <= set(
-        res["patches"])
+            "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "ray.init",
+            "ActorPPOTrainer._init_vllm_sync_group", "SamplesGenerator._generate_vllm"} <= set(res["patches"])
+    assert res["engine_watch"] == [True, True]
     off = run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": "0"}, timeout=300)
     assert off.returncode == 0, off.stdout[-4000:]
     res = json.loads(off.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert not res["installed"] and res["patches"] == [] and res["sync_fn"] == [False, False]
     assert not res["update_weight"] and not res["ray_init"] and res["get_strategy"] == "openrlhf.utils.utils"
+    assert res["engine_watch"] == [False, False]
 
 
 def test_ray_init_patch_only_adds_resources_for_a_new_local_cluster(monkeypatch):
