@@ -1,0 +1,216 @@
+"""Faults through the real launcher (`python -m openrlhf.cli.train_ppo_ray`) on CPU (issue 24, points 3 and 4).
+
+Bad data: each bad label kind in a local prompt dataset, and a missing or empty catalog, stop the launcher in its
+argument checks, before Ray starts (a run takes seconds), naming the file, the line and the field; a dataset the
+launcher cannot read (parquet) is stopped by the estimator on the first batch, before any training step.
+A dead rollout engine: vLLM refusing to start (a KV cache larger than the machine) and a vLLM worker that exits at
+the first weight sync end the job, non-zero, within a bound after the fault, with an error naming the engine; no
+process of the run survives it (found by an environment marker, never by name).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import List, NamedTuple, Optional
+
+import pytest
+import torch
+
+from openrlhf_cpu.procs import kill_marked
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend tests; CUDA runs the GPU path")]
+
+ROOT = Path(__file__).resolve().parents[2]
+MARKER_ENV = "RANK_GRPO_CPU_FAULT_TEST_RUN"
+GOOD = {"groundtruth": [["This Is Spinal Tap", 1984], ["A Mighty Wind", 2003]], "seen": ["Best in Show"]}
+BAD_LABELS = {  # the label of row 2, and what the error says about it
+    "not_json": ("This Is Spinal Tap (1984)", "label is not valid JSON"),
+    "no_groundtruth": (json.dumps({"seen": ["Best in Show"]}), "label has no 'groundtruth'"),
+    "year_not_a_number": (json.dumps({"groundtruth": [["Heat", "nineteen"]]}),
+                          "groundtruth[0]: year must be an integer or digit string, got 'nineteen'"),
+    "empty_groundtruth": (json.dumps({"groundtruth": [], "seen": []}), "'groundtruth' is empty"),
+    "huge": (json.dumps({"groundtruth": [[f"Movie {i}", 2000] for i in range(5000)]}), "over the limit of 65,536"),
+}
+# The launcher must be gone this long after the fault at the latest, well under the weight-sync timeout it used to
+# wait for (600 s; these tests set 3600). Most of it is vLLM's and Ray's own shutdown (a loaded 2-core machine:
+# vLLM took 77 s to report its refusal to the actor).
+AFTER_FAULT_S = 300
+SURVIVOR_GRACE_S = 60  # Ray's own shutdown of its workers after the driver exits
+
+
+class Run(NamedTuple):
+    returncode: int
+    output: str
+    elapsed: float  # launcher start to exit, s
+    after_fault: Optional[float]  # first line holding the fault's signature to exit, s
+    survivors: List[str]  # processes of the run still alive SURVIVOR_GRACE_S after the launcher exited
+
+
+def _marked(marker: str) -> List[str]:
+    needle, found = f"{MARKER_ENV}={marker}".encode(), []
+    for pid_dir in Path("/proc").iterdir():
+        if pid_dir.name.isdigit() and int(pid_dir.name) != os.getpid():
+            try:
+                if needle in (pid_dir / "environ").read_bytes().split(b"\0"):
+                    found.append(f"{pid_dir.name} {(pid_dir / 'cmdline').read_bytes()[:120]!r}")
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def launch(base_env, tmp_path):
+    """launch(args, env=None, fault=None, timeout=...) -> Run; ``fault``: text of the output line that marks the
+    fault (the time-after-fault clock starts there). Everything the run started is killed afterwards by marker."""
+    markers = []
+
+    def run(args, env=None, fault=None, timeout=1200):
+        marker = uuid.uuid4().hex
+        markers.append(marker)
+        full_env = dict(base_env, **(env or {}), **{MARKER_ENV: marker})
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=str(tmp_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        lines, fault_at = [], []
+
+        def read():
+            for line in proc.stdout:
+                lines.append(line)
+                if fault and not fault_at and fault in line:
+                    fault_at.append(time.monotonic())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kill_marked(MARKER_ENV, marker)
+            reader.join(10)
+            pytest.fail(f"launcher still running after {timeout}s: {''.join(lines)[-6000:]}")
+        end = time.monotonic()
+        reader.join(30)
+        survivors = _marked(marker)
+        while survivors and time.monotonic() - end < SURVIVOR_GRACE_S:
+            time.sleep(1)
+            survivors = _marked(marker)
+        (tmp_path / f"launcher{len(markers)}.log").write_text("".join(lines), encoding="utf-8")  # for a failure
+        return Run(proc.returncode, "".join(lines), end - start, end - fault_at[0] if fault_at else None, survivors)
+
+    yield run
+    for m in markers:
+        kill_marked(MARKER_ENV, m)
+
+
+def launcher_args(model, data, out_dir, catalog, *extra):
+    from rank_grpo_plugin.resources import REDDIT_V2_CATALOG
+
+    return [
+        "-m", "openrlhf.cli.train_ppo_ray",
+        "--actor.model_name_or_path", model, "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
+        "--ref.num_nodes", "1", "--ref.num_gpus_per_node", "1", "--algo.kl.init_coef", "0",
+        "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1", "--vllm.enforce_eager",
+        "--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", str(catalog or REDDIT_V2_CATALOG),
+        "--rollout.n_samples_per_prompt", "4", "--rollout.batch_size", "2", "--rollout.micro_batch_size", "4",
+        "--train.batch_size", "8", "--train.micro_batch_size", "4",
+        "--data.prompt_dataset", str(data), "--data.input_key", "input", "--data.label_key", "label",
+        "--data.apply_chat_template", "--data.max_len", "1024", "--rollout.max_new_tokens", "32",
+        "--ds.zero_stage", "2", "--ds.param_dtype", "bf16", "--actor.adam.lr", "1e-4",
+        "--ckpt.output_dir", str(out_dir), "--ckpt.save_steps", "-1", "--logger.logging_steps", "1", *extra,
+    ]
+
+
+def _rows(prompt_data):
+    return [json.loads(line) for line in Path(prompt_data).read_text(encoding="utf-8").splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------ bad data
+@pytest.mark.parametrize("kind", sorted(BAD_LABELS))
+def test_bad_label_stops_the_launcher_before_ray(launch, tiny_model, prompt_data, tmp_path, kind):
+    label, message = BAD_LABELS[kind]
+    rows = _rows(prompt_data)
+    rows[1]["label"] = label
+    data = tmp_path / f"{kind}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    run = launch(launcher_args(tiny_model, data, tmp_path / "out", None), timeout=300)
+    assert run.returncode != 0, run.output[-3000:]
+    assert f"--data.prompt_dataset {data}: 1 bad row(s) of {len(rows)} in {data}:" in run.output, run.output[-3000:]
+    assert f"{data}: line 2: field 'label': " in run.output and message in run.output
+    assert "Global step" not in run.output and "Started a local Ray instance" not in run.output
+    assert not run.survivors, run.survivors
+
+
+@pytest.mark.parametrize("case", ["missing", "empty"])
+def test_missing_or_empty_catalog_stops_the_launcher(launch, tiny_model, prompt_data, tmp_path, case):
+    catalog = tmp_path / "catalog.jsonl"
+    if case == "empty":
+        catalog.write_text("", encoding="utf-8")
+    run = launch(launcher_args(tiny_model, prompt_data, tmp_path / "out", catalog), timeout=300)
+    assert run.returncode != 0
+    expected = "no such file" if case == "missing" else "empty catalog (no items)"
+    assert f"--rank_grpo.catalog {catalog}: {expected}" in run.output, run.output[-3000:]
+    assert "Started a local Ray instance" not in run.output and not run.survivors
+
+
+def test_unreadable_dataset_stops_on_the_first_batch(launch, tiny_model, prompt_data, tmp_path):
+    """A parquet dataset (not read by the launcher's checks): every label has a year that is not a number, so the
+    first rollout batch holds one; the estimator stops the run before the first training step."""
+    from datasets import Dataset
+
+    rows = _rows(prompt_data)
+    for r in rows:
+        r["label"] = json.dumps({"groundtruth": [["Heat", "nineteen"]], "seen": []})
+    data = tmp_path / "prompts.parquet"
+    Dataset.from_list(rows).to_parquet(str(data))
+    run = launch(launcher_args(tiny_model, data, tmp_path / "out", None), timeout=1200)
+    out = run.output
+    assert run.returncode != 0, out[-6000:]
+    assert "LabelError: rank_grpo: bad label, the run stops before training on its batch: --data.prompt_dataset " \
+           f"{data}: field 'label' of rollout sample " in out, out[-6000:]
+    assert "groundtruth[0]: year must be an integer or digit string, got 'nineteen'" in out
+    assert "Global step" not in out and "weight sync #1" not in out
+    assert not run.survivors, run.survivors
+
+
+# --------------------------------------------------------------------------------------- a dead rollout engine
+def test_engine_dead_at_start_up_ends_the_job(launch, tiny_model, prompt_data, tmp_path):
+    """vLLM refuses to start: the KV cache asked for (VLLM_CPU_KVCACHE_SPACE, GiB) exceeds the machine's memory.
+    Without the watchdog the trainer waited in the weight-sync rendezvous for the sync timeout (600 s)."""
+    run = launch(launcher_args(tiny_model, prompt_data, tmp_path / "out", None),
+                 env={"VLLM_CPU_KVCACHE_SPACE": "100000", "RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT": "3600"},
+                 fault="Decrease --kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE", timeout=1500)
+    out = run.output
+    assert run.returncode != 0, out[-6000:]
+    assert "EngineDiedError: [rank_grpo_plugin.cpu] vLLM engine 0 of 1 (RolloutRayActor " in out, out[-6000:]
+    assert ") died at start-up: RuntimeError: Engine core initialization failed" in out  # the actor's own error
+    assert "ValueError: Available memory on node" in out  # vLLM's reason, in the engine's log above it
+    assert run.after_fault is not None and run.after_fault < AFTER_FAULT_S, (run.after_fault, run.elapsed)
+    assert "Global step" not in out
+    assert not run.survivors, run.survivors
+    print(f"engine dead at start-up: launcher exit {run.after_fault:.1f} s after vLLM's refusal "
+          f"({run.elapsed:.1f} s in all)")
+
+
+def test_engine_dead_mid_run_ends_the_job(launch, tiny_model, prompt_data, tmp_path):
+    """The vLLM worker process exits when the first weight sync reaches it (after one rollout and one training
+    step), as an engine killed mid-run would."""
+    run = launch(launcher_args(tiny_model, prompt_data, tmp_path / "out", None),
+                 env={"RANK_GRPO_PLUGIN_CPU_FAULT": "engine_exit:1", "RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT": "3600"},
+                 fault="FAULT INJECTION RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit:1", timeout=1500)
+    out = run.output
+    assert run.returncode != 0, out[-6000:]
+    assert "EngineDiedError: [rank_grpo_plugin.cpu] vLLM engine 0 of 1 (RolloutRayActor " in out, out[-6000:]
+    assert ") died during the run (during a weight sync): EngineDeadError: its vLLM engine core is dead" in out
+    assert run.after_fault is not None and run.after_fault < AFTER_FAULT_S, (run.after_fault, run.elapsed)
+    assert "weight sync #1 verified" not in out
+    assert not run.survivors, run.survivors
+    print(f"engine dead mid-run: launcher exit {run.after_fault:.1f} s after the worker exited "
+          f"({run.elapsed:.1f} s in all)")
