@@ -66,6 +66,7 @@ LRS = (1e-4, 3e-4, 1e-3)
 SHARED = dict(prompts_per_step=4, samples=8, mu=2, kl_coef=1e-3, max_new_tokens=200, temperature=1.0)
 SFT = dict(epochs=5, batch=8, micro_batch=8, lr=3e-3, max_len=512)
 EVAL_SAMPLES = 8  # sampled lists per conversation, in training-time validation and in every final evaluation
+FLAT_TOL = 0.02  # a curve is flat from the last step its running best rose by more than this
 REFERENCE_DRAWS = 16  # random / oracle lists drawn per conversation for the reference rows
 MARKER = "RANK_GRPO_LEARNING_RUN"  # environment marker of one launcher run (its processes are killed by it)
 
@@ -347,10 +348,15 @@ class Bench:
                 else:
                     s, v = L.best_point(*L.with_step0(r["curves"], step0))
                     last = r["curves"]["eval_ndcg"][-1] if r["curves"]["eval_ndcg"] else float("nan")
+                    flat = L.flat_since(*L.with_step0(r["curves"], step0), tol=FLAT_TOL)
                     cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
-                                 f"(last {last:.3f})")
-            grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + (" (lowest)" if lowest else "")) if lr else "-"])
-        out += ["\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value)\n",
+                                 f"(last {last:.3f}, flat from {flat})")
+            complete = all(runs.get(run_id(arm, g, 1), {}).get("status") == "done" for g in self.a.lrs)
+            note = " (lowest)" if lowest else ""
+            note += "" if complete else " (grid incomplete: best so far)"
+            grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + note) if lr else "-"])
+        out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; flat from: the "
+                f"last step the running best rose by more than {FLAT_TOL})\n",
                 L.table(["arm", *map(lr_name, self.a.lrs), "chosen"], grid_rows)]
         # final runs
         fin_rows, series = [], {}

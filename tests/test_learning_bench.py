@@ -127,7 +127,7 @@ def test_report_from_a_record(tmp_path, L, capsys):
     assert b.chosen("rank") == 3e-4 and b.chosen("sequence") == 1e-4  # sequence's 3e-4 run failed
     assert "sequence" in capsys.readouterr().out  # its best is the grid's lowest: said
     text = b.report()
-    assert "| **0.310** @20 (last 0.310) |" in text  # rank at 3e-4: best 0.31 at step 20
+    assert "| **0.310** @20 (last 0.310, flat from 10) |" in text  # best 0.31 at 20, within 0.02 of 0.30 at 10
     # seed 1: sequence best 0.28 at step 20, rank reaches it at 10 -> 0.5; seed 2: 0.27 at 20, rank at 10 -> 0.5
     assert "rank vs sequence, seed 1: sequence best 0.280 at step 20, rank reaches it at step 10 -> 0.50x" in text
     assert "**rank vs sequence: steps ratio 0.50 ± 0.00** over 2 of 2 seed pairs" in text
