@@ -8,6 +8,7 @@ from openrlhf_compat import OpenRLHFChanged
 
 TAG = "[rank_grpo_plugin.cpu]"  # kept: logs and docs grep for it
 ENV_FORCE = "RANK_GRPO_PLUGIN_CPU"
+ENV_FAULT = "RANK_GRPO_PLUGIN_CPU_FAULT"  # fault injection for tests: null_sync, engine_exit[:N]
 PATCHES: Dict[str, str] = {}  # what has been applied in this process: target -> short description
 
 

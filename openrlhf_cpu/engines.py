@@ -209,7 +209,7 @@ def engine_exit_fault(sync_number: int) -> None:
     """Test-only (``RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit[:N]``, default N = 1): the vLLM worker process exits
     when weight sync #N reaches it, as an engine killed mid-run (the OOM killer) would. Called by
     :mod:`.vllm_reload` in the worker."""
-    from .weight_sync import ENV_FAULT
+    from .common import ENV_FAULT
 
     value = os.environ.get(ENV_FAULT, "")
     if not value.startswith("engine_exit"):

@@ -6,10 +6,9 @@ import os
 import sys
 
 from .checksum import verify_weight_sync
-from .common import PATCHES, TAG, CpuBackendError, UpstreamChanged, require
+from .common import ENV_FAULT, PATCHES, TAG, CpuBackendError, UpstreamChanged, require
 from .engines import broadcast_guard
 
-ENV_FAULT = "RANK_GRPO_PLUGIN_CPU_FAULT"
 ENV_SYNC_TIMEOUT = "RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT"
 
 
