@@ -7,6 +7,7 @@ Subcommands (each has ``--help``)::
     rank-grpo evaluate  a model (vLLM or HF generate) or a file of generated lists -> metrics JSON/Markdown/PNG
     rank-grpo report    compare several evaluation JSON files (Markdown table + per-rank plot)
     rank-grpo synth     generate a miniature, CPU-learnable recommendation task from a real catalog
+    rank-grpo redial    real ReDial conversations as a task (dialogue-disjoint splits, item-kNN teacher, baselines)
     rank-grpo recipe    print the SFT / RL launcher command of the launch recipe (rank_grpo_plugin.recipes)
     rank-grpo bc-data   Stage 1: teacher lists -> Remap -> Reflect -> Adjust -> catalog-grounded SFT dataset
 
@@ -28,6 +29,7 @@ _COMMANDS = {
     "evaluate": ".evaluate",
     "report": ".report",
     "synth": ".synth",
+    "redial": ".redial",
     "recipe": ".recipe",
     "bc-data": "..stage1.cli",
 }

@@ -21,7 +21,6 @@ OpenRLHF's launcher use them unchanged. Standard library only; deterministic for
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import asdict, dataclass, fields
@@ -297,20 +296,9 @@ def _row(cfg: SynthConfig, split: str, combo: Combination, groups: List[List[Ite
 
 def write_task(task: SynthTask, out_dir) -> Dict[str, Path]:
     """Write ``train/val/test.jsonl``, ``catalog.jsonl`` (the task's items) and ``task.json``; returns the paths."""
-    from ..files import write_atomic
+    from .common import write_task_files
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, rows in task.rows.items():
-        paths[split] = out / f"{split}.jsonl"
-        write_atomic(paths[split], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    paths["catalog"] = out / "catalog.jsonl"
-    write_atomic(paths["catalog"], "".join(json.dumps({"title": t, "year": y}, ensure_ascii=False) + "\n"
-                                          for t, y in sorted(task.catalog)))
-    paths["task"] = out / "task.json"
-    write_atomic(paths["task"], json.dumps(task.summary(), ensure_ascii=False, indent=1) + "\n")
-    return paths
+    return write_task_files(out_dir, task.rows, task.catalog, task.summary())
 
 
 # ------------------------------------------------------------------------------------------------ CLI
