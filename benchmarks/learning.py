@@ -6,7 +6,8 @@ real launcher on CPU, tuned and decided on validation rows only.
     python3 benchmarks/learning.py tune --arms rank sequence --lrs 3e-4
     python3 benchmarks/learning.py final                     # seeds 1-3 of every tuned arm at its chosen rate
     python3 benchmarks/learning.py report                    # tables + plots from the record
-    python3 benchmarks/learning.py --tag big --synth-args "--seed 7 --items 256" tune ...   # a second task
+    python3 benchmarks/learning.py --tag big --task-args "--seed 7 --items 256" tune ...    # a second task
+    python3 benchmarks/learning.py --tag redial --task redial --max-new-tokens 240 tune ...  # real ReDial dialogues
     python3 benchmarks/learning.py --quick tune              # smoke: 4 steps, 2 arms, one rate, nothing recorded
 
 Arms (:data:`ARMS`) differ only in what their names say. ``rank`` and ``sequence`` are the plugin's estimator with
@@ -20,7 +21,9 @@ per seed.
 Protocol: ``tune`` runs every arm at every rate of one grid (seed 1, full horizon); each arm's rate is the one with
 the highest best validation NDCG@20 (OpenRLHF's eval loop on the validation rows, sampled T = 1, every
 ``--eval-every`` steps); ``final`` runs seeds 1..N of each arm at its own rate (seed 1 is the tuning run itself)
-and evaluates each final run's last checkpoint on the test rows, once. Test rows decide nothing. The record
+and evaluates each final run's last checkpoint on the test rows, once. Test rows decide nothing. With ``--task
+redial`` the task is ``rank-grpo redial`` (real dialogues, item-kNN teacher) and the references add its classical
+baselines, most-popular and item-kNN, scored on the same rows. The record
 (``benchmarks/results/learning[_TAG].json``) gains every run as it ends, failed ones too, so the grid resumes
 across sessions; ``report`` reads only the record.
 """
@@ -63,11 +66,12 @@ LABELS = {"rank": "Rank-GRPO (rank-level credit)", "sequence": "sequence-level c
           "grpo": "GRPO (stock group_norm)", "gspo": "GSPO (stock, clip 3e-4/4e-4)"}
 LRS = (1e-4, 3e-4, 1e-3)
 # The shared recipe of every RL run (rank_grpo_plugin.recipes.RLRecipe fields).
-SHARED = dict(prompts_per_step=4, samples=8, mu=2, kl_coef=1e-3, max_new_tokens=200, temperature=1.0)
+SHARED = dict(prompts_per_step=4, samples=8, mu=2, kl_coef=1e-3, temperature=1.0)
 SFT = dict(epochs=5, batch=8, micro_batch=8, lr=3e-3, max_len=512)
 EVAL_SAMPLES = 8  # sampled lists per conversation, in training-time validation and in every final evaluation
 FLAT_TOL = 0.02  # a curve is flat from the last step its running best rose by more than this
 REFERENCE_DRAWS = 16  # random / oracle lists drawn per conversation for the reference rows
+BASELINES = ("popularity", "item_knn")  # rank_grpo_plugin.tasks.redial.BASELINES, without importing torch here
 MARKER = "RANK_GRPO_LEARNING_RUN"  # environment marker of one launcher run (its processes are killed by it)
 
 
@@ -94,12 +98,14 @@ class Bench:
         self.record = (json.loads(self.record_path.read_text()) if self.record_path.exists() and not a.quick
                        else {"runs": {}})
         self.env = {**os.environ, **recipes.launch_environment()}
+        self.shared = {**SHARED, "max_new_tokens": a.max_new_tokens}
 
     # ------------------------------------------------------------------------------------------------ record
     def save(self) -> None:
         self.record["protocol"] = {"steps": self.a.steps, "eval_every": self.a.eval_every, "lrs": list(self.a.lrs),
-                                   "shared": SHARED, "sft": SFT, "eval_samples": EVAL_SAMPLES,
-                                   "synth_args": self.a.synth_args, "arms": {k: ARMS[k] for k in ARMS}}
+                                   "shared": self.shared, "sft": SFT, "eval_samples": EVAL_SAMPLES,
+                                   "task": self.a.task, "task_args": self.a.task_args,
+                                   "arms": {k: ARMS[k] for k in ARMS}}
         if not self.quick:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(str(self.record_path), json.dumps(self.record, indent=1, default=str) + "\n")
@@ -128,12 +134,13 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
-        """Task (rank-grpo synth), datasets (rank-grpo prepare), tiny model, SFT start, its evaluations and the
+        """Task (rank-grpo synth|redial), datasets (rank-grpo prepare), tiny model, SFT start, its evaluations and the
         reference lists -- each skipped when already on disk / in the record."""
         out, task = self.out, self.out / "task"
         if not (task / "task.json").exists():
-            if self.sh(["rank-grpo", "synth", task, *shlex.split(self.a.synth_args)], out / "logs" / "synth.log"):
-                sys.exit(f"rank-grpo synth failed: see {out / 'logs' / 'synth.log'}")
+            cmd = ["rank-grpo", self.a.task, task, *shlex.split(self.a.task_args)]
+            if self.sh(cmd, out / "logs" / f"{self.a.task}.log"):
+                sys.exit(f"rank-grpo {self.a.task} failed: see {out / 'logs' / f'{self.a.task}.log'}")
         data = out / "data"
         for split, args in (("train", ["--rl", data / "rl.jsonl", "--sft", data / "sft.jsonl"]),
                             ("val", ["--rl", data / "val_rl.jsonl"])):
@@ -171,7 +178,7 @@ class Bench:
         self.save()
 
     def references(self) -> dict:
-        from rank_grpo_plugin.data import load_rows
+        from rank_grpo_plugin.data import completion_text, iter_records, load_rows
         from rank_grpo_plugin.recsys.catalog import Catalog
 
         task = self.out / "task"
@@ -182,6 +189,11 @@ class Bench:
             refs[split] = {kind: L.score_lists(rows, L.reference_lists(rows, catalog, kind, draws=draws), catalog)
                            for kind, draws in (("teacher", 1), ("random", REFERENCE_DRAWS),
                                                ("oracle", REFERENCE_DRAWS))}
+            for name in BASELINES:  # the classical baselines a task ships (rank-grpo redial)
+                path = task / "baselines" / f"{name}_{split}.jsonl"
+                if path.exists():
+                    lists = [[completion_text(rec["completion"])] for _, rec in iter_records(str(path))]
+                    refs[split][name] = L.score_lists(rows, lists, catalog)
         return refs
 
     def evaluate(self, model: Path, split: str, dest: Path) -> dict:
@@ -190,13 +202,13 @@ class Bench:
         task = self.out / "task"
         rc = self.sh(["rank-grpo", "evaluate", "--model", model, "--data", task / f"{split}.jsonl", "--catalog",
                       task / "catalog.jsonl", "--backend", "hf", "--batch-size", "64", "--max-new-tokens",
-                      SHARED["max_new_tokens"], "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0",
+                      self.shared["max_new_tokens"], "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0",
                       "--no-plot", "--out", dest], dest.with_suffix(".log"),
                      env={**self.env, "RANK_GRPO_PROGRESS": "0", "OMP_NUM_THREADS": "1"})
         if rc:
             raise RuntimeError(f"rank-grpo evaluate failed (exit {rc}): see {dest.with_suffix('.log')}")
         m = json.loads((dest / "metrics.json").read_text())
-        keep = ("rank/ndcg@20", "rank/recall@20", "rank/ndcg@5", "rank/recall@5", "paper/ndcg@20", "paper/recall@20")
+        keep = [f"{p}/{m}@{c}" for p in ("rank", "paper") for m in ("ndcg", "recall") for c in (5, 10, 20)]
         sd = (m.get("samples") or {}).get("metrics_sd", {})
         s = m["summary"]
         return {"metrics": {k: [s["metrics"][k], sd.get(k)] for k in keep},
@@ -209,7 +221,7 @@ class Bench:
         return recipes.RLRecipe(model=str(out / "sft"), prompts=str(out / "data" / "rl.jsonl"),
                                 catalog=str(out / "task" / "catalog.jsonl"), out=str(run), lr=lr, seed=seed,
                                 steps=self.a.steps, eval_prompts=str(out / "data" / "val_rl.jsonl"),
-                                eval_every=self.a.eval_every, eval_samples=EVAL_SAMPLES, **SHARED, **ARMS[arm])
+                                eval_every=self.a.eval_every, eval_samples=EVAL_SAMPLES, **self.shared, **ARMS[arm])
 
     def run(self, arm: str, lr: float, seed: int) -> dict:
         """One RL run (skipped when the record has it done); its curves go into the record, failed runs too."""
@@ -381,6 +393,7 @@ class Bench:
         out += ["\n### Final runs at each arm's rate: mean ± sd over seeds\n",
                 L.table(["arm", "lr", "runs ok", "tested", "best val NDCG@20", "test NDCG@20", "test Recall@20",
                          "test in-catalog", "test duplicates", "test items", "clip fraction (low / all)"], fin_rows)]
+        out += self.cutoff_table()
         # steps ratio, per seed and on the mean curves
         ratio_lines = []
         for r_arm, s_arm in (("rank", "sequence"), ("rank_noshape", "sequence_noshape")):
@@ -404,7 +417,7 @@ class Bench:
             out += ["\n### Steps to the sequence-level arm's best validation value\n", "\n".join(ratio_lines)]
         if series and not self.quick:
             hl = {}
-            for kind in ("teacher", "random", "oracle"):
+            for kind in ("teacher", "random", "oracle", *BASELINES):
                 r = rec.get("references", {}).get("val", {}).get(kind)
                 if r and kind != "oracle":
                     hl[f"{kind} lists"] = r["metrics"]["rank/ndcg@20"][0]
@@ -422,13 +435,49 @@ class Bench:
         return "\n".join(out)
 
 
+    def cutoff_table(self) -> List[str]:
+        """Test rows at every cut-off (rank-aligned Recall/NDCG@5/10/20, in-catalog, duplicates): the references, the
+        SFT start and each arm's final runs (mean ± sd over seeds; the references' sd is over their draws)."""
+        rec, runs = self.record, self.record["runs"]
+        cols = [f"rank/{m}@{c}" for m in ("recall", "ndcg") for c in (5, 10, 20)]
+        rows = []
+        for kind, r in rec.get("references", {}).get("test", {}).items():
+            rows.append([f"{kind} lists", *("%.3f ± %.3f" % tuple(r["metrics"][c]) for c in cols),
+                         "%.2f" % r["in_catalog_rate"][0], "%.2f" % r["duplicate_rate"][0]])
+        sft = rec.get("sft", {}).get("test")
+        if sft:
+            rows.append(["SFT start", *(("%.3f ± %.3f" % (sft["metrics"][c][0], sft["metrics"][c][1] or 0))
+                                        if c in sft["metrics"] else "n/a" for c in cols),
+                         "%.2f" % sft["in_catalog_rate"], "%.2f" % sft["duplicate_rate"]])
+        for arm in ARMS:
+            lr = L.choose_lr(self.best_by_lr(arm))[0]
+            tested = [runs[run_id(arm, lr, s)] for s in self.a.seeds
+                      if lr is not None and runs.get(run_id(arm, lr, s), {}).get("test")]
+            if tested:
+                rows.append([f"{LABELS[arm]} ({len(tested)} seeds)",
+                             *(L.fmt([r["test"]["metrics"][c][0] for r in tested]) if all(
+                                 c in r["test"]["metrics"] for r in tested) else "n/a" for c in cols),
+                             L.fmt([r["test"]["in_catalog_rate"] for r in tested], 2),
+                             L.fmt([r["test"]["duplicate_rate"] for r in tested], 2)])
+        if not rows:
+            return []
+        return ["\n### Test rows at every cut-off (rank-aligned)\n",
+                L.table(["list", "Recall@5", "Recall@10", "Recall@20", "NDCG@5", "NDCG@10", "NDCG@20", "in-catalog",
+                         "duplicates"], rows)]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("phase", choices=["plan", "tune", "final", "report"])
     ap.add_argument("--tag", default="", help="a separate task / record: runs/learning_TAG, "
                     "benchmarks/results/learning_TAG.json, docs/img/learning_TAG_*.png")
-    ap.add_argument("--synth-args", default="", help="flags for `rank-grpo synth` (the task; default: its defaults)")
+    ap.add_argument("--task", default="synth", choices=["synth", "redial"],
+                    help="the task's generator: `rank-grpo synth` (default) or `rank-grpo redial`")
+    ap.add_argument("--task-args", "--synth-args", dest="task_args", default="",
+                    help="flags for the task's generator (default: its defaults)")
+    ap.add_argument("--max-new-tokens", type=int, default=200,
+                    help="response token cap of every RL run and evaluation (ReDial titles are longer: 240)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="the learning-rate grid")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds of the final runs")
@@ -437,10 +486,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="run folder (default runs/learning[_TAG])")
     ap.add_argument("--results", help="the record (default benchmarks/results/learning[_TAG].json)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 steps, rank + sequence at 3e-4, 1 SFT "
-                    "epoch, nothing recorded (runs/learning_quick)")
+                    "epoch, nothing recorded (runs/learning_quick[_TASK])")
     a = ap.parse_args(argv)
     if a.quick:
-        a.tag, a.steps, a.eval_every, a.lrs, a.seeds = "quick", 4, 2, [3e-4], [1]
+        a.tag = "quick" + ("" if a.task == "synth" else f"_{a.task}")
+        a.steps, a.eval_every, a.lrs, a.seeds = 4, 2, [3e-4], [1]
         a.arms = [x for x in a.arms if x in ("rank", "sequence")] or a.arms[:1]
     b = Bench(a)
     if a.phase == "plan":

@@ -117,11 +117,18 @@ def test_report_from_a_record(tmp_path, L, capsys):
     put("sequence", 3e-4, 1, [(10, 0.30)], status="failed")
     put("rank", 3e-4, 2, [(10, 0.32), (20, 0.30)])
     put("sequence", 1e-4, 2, [(10, 0.26), (20, 0.27)])
+    cols = [f"rank/{m}@{c}" for m in ("recall", "ndcg") for c in (5, 10, 20)]
+    for seed, v in ((1, 0.3), (2, 0.5)):  # tested final runs of the rank arm: every cut-off at v
+        record["runs"][lb.run_id("rank", 3e-4, seed)]["test"] = {
+            "metrics": {c: [v, 0.01] for c in cols}, "in_catalog_rate": 0.9, "duplicate_rate": 0.05,
+            "mean_items": 20.0}
+    record["references"] = {"test": {"popularity": {"metrics": {c: [0.1, 0.0] for c in cols},
+                                                    "in_catalog_rate": [1.0, 0.0], "duplicate_rate": [0.0, 0.0]}}}
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(record))
     args = lb.argparse.Namespace(tag="t", out=str(tmp_path / "runs"), results=str(path), quick=True,
                                  lrs=[1e-4, 3e-4], seeds=[1, 2], arms=list(lb.ARMS), steps=20, eval_every=10,
-                                 synth_args="")
+                                 task="synth", task_args="", max_new_tokens=200)
     b = lb.Bench(args)
     b.record = record
     assert b.chosen("rank") == 3e-4 and b.chosen("sequence") == 1e-4  # sequence's 3e-4 run failed
@@ -132,4 +139,7 @@ def test_report_from_a_record(tmp_path, L, capsys):
     assert "rank vs sequence, seed 1: sequence best 0.280 at step 20, rank reaches it at step 10 -> 0.50x" in text
     assert "**rank vs sequence: steps ratio 0.50 ± 0.00** over 2 of 2 seed pairs" in text
     assert "sequence_lr3e-4_s1: exit 0" in text  # failed runs are listed
+    assert "| popularity lists | 0.100 ± 0.000 |" in text
+    sd = ((0.3 - 0.4) ** 2 * 2) ** 0.5  # sample sd of (0.3, 0.5)
+    assert f"| Rank-GRPO (rank-level credit) (2 seeds) | 0.400 ± {sd:.3f} | 0.400 ± {sd:.3f} |" in text
     assert lb.lr_name(3e-4) == "3e-4" and lb.lr_name(1e-3) == "1e-3"
