@@ -466,6 +466,17 @@ class Bench:
                          "duplicates"], rows)]
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def install_interrupt_handlers() -> None:
+    """Ctrl-C and SIGTERM end the run in progress and every process it started (:meth:`Bench.sh`'s finally), also
+    when a shell started this script in the background with SIGINT ignored."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupted)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -492,13 +503,18 @@ def main(argv=None) -> int:
         a.tag = "quick" + ("" if a.task == "synth" else f"_{a.task}")
         a.steps, a.eval_every, a.lrs, a.seeds = 4, 2, [3e-4], [1]
         a.arms = [x for x in a.arms if x in ("rank", "sequence")] or a.arms[:1]
+    install_interrupt_handlers()
     b = Bench(a)
     if a.phase == "plan":
         print("\n".join(b.plan()) or "nothing left to run")
         return 0
     if a.phase in ("tune", "final"):
-        b.setup()
-        getattr(b, a.phase)()
+        try:
+            b.setup()
+            getattr(b, a.phase)()
+        except KeyboardInterrupt as e:
+            log(f"interrupted ({e or 'SIGINT'}): the run in progress was killed; finished runs are in the record")
+            return 130
     print(b.report())
     return 0
 

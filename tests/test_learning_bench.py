@@ -143,3 +143,44 @@ def test_report_from_a_record(tmp_path, L, capsys):
     sd = ((0.3 - 0.4) ** 2 * 2) ** 0.5  # sample sd of (0.3, 0.5)
     assert f"| Rank-GRPO (rank-level credit) (2 seeds) | 0.400 ± {sd:.3f} | 0.400 ± {sd:.3f} |" in text
     assert lb.lr_name(3e-4) == "3e-4" and lb.lr_name(1e-3) == "1e-3"
+
+
+@pytest.mark.slow  # two subprocesses
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_ends_the_run_and_what_it_started(tmp_path, sig):
+    """learning.py started in the background (SIGINT ignored, as a non-interactive shell's `&` leaves it): SIGINT or
+    SIGTERM still stops it with exit 130, and the launcher it was running is killed, not orphaned."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "child.py"
+    script.write_text(f"""
+import importlib.util, sys, argparse
+from pathlib import Path
+sys.path.insert(0, {str(ROOT / 'benchmarks')!r})
+spec = importlib.util.spec_from_file_location("lb", {str(ROOT / 'benchmarks' / 'learning.py')!r})
+lb = importlib.util.module_from_spec(spec); spec.loader.exec_module(lb)
+lb.install_interrupt_handlers()
+args = argparse.Namespace(tag="t", out={str(tmp_path / 'runs')!r}, results=None, quick=True, lrs=[3e-4], seeds=[1],
+                          arms=["rank"], steps=4, eval_every=2, task="synth", task_args="", max_new_tokens=200)
+try:
+    lb.Bench(args).sh([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(300)"],
+                      Path({str(tmp_path / 'launcher.log')!r}))
+except KeyboardInterrupt:
+    sys.exit(130)
+sys.exit(1)
+""")
+    p = subprocess.Popen([sys.executable, str(script)], preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    log = tmp_path / "launcher.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(log.read_text().splitlines() if log.exists() else []) < 2:
+        time.sleep(0.2)
+    launcher = int(log.read_text().splitlines()[1])
+    t = time.time()
+    p.send_signal(getattr(signal, sig))
+    assert p.wait(timeout=30) == 130
+    assert time.time() - t < 15
+    with pytest.raises(ProcessLookupError):
+        os.kill(launcher, 0)
