@@ -13,6 +13,7 @@ import torch
 from rank_grpo_plugin.cli import main as cli_main
 from rank_grpo_plugin.recsys.baselines import CoMentions, top_k
 from rank_grpo_plugin.recsys.catalog import Catalog
+from rank_grpo_plugin.recsys.evaluation import aggregate, evaluate_list
 from rank_grpo_plugin.recsys.parse import normalize_title, parse_key, split_ranks
 from rank_grpo_plugin.tasks.redial import RedialConfig, build_task, load_source, write_task
 
@@ -146,13 +147,13 @@ def test_year_in_the_conversation_picks_the_context_item():
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_source(None, None)
-
-
-def test_shipped_task_splits_by_dialogue_and_lists_are_clean(shipped, tmp_path):
-    rows, catalog = shipped
+    rows, catalog = load_source(None, None)
     cfg = RedialConfig(seed=1, val_dialogues=40, test_dialogues=60)
-    task = build_task(cfg, rows, catalog)
+    return rows, catalog, cfg, build_task(cfg, rows, catalog)
+
+
+def test_shipped_task_splits_by_dialogue_and_lists_are_clean(shipped):
+    rows, catalog, cfg, task = shipped
     dlgs = {s: {r["task"]["dialog_id"] for r in task.rows[s]} for s in ("train", "val", "test")}
     for a, b in itertools.combinations(dlgs, 2):
         assert not dlgs[a] & dlgs[b], (a, b)
@@ -170,24 +171,33 @@ def test_shipped_task_splits_by_dialogue_and_lists_are_clean(shipped, tmp_path):
         seen = {normalize_title(t) for t in row["seen_titles"]}
         assert not any(k[0] in seen for k in keys)
         assert not any(normalize_title(t) in seen for t, _ in row["groundtruth_with_release_year"])
-    s = task.summary["splits"]
-    # the figures the builder reports are the ones the evaluation computes from the written lists
-    assert s["test"]["teacher_ndcg"] > s["test"]["popularity_ndcg"] > 0
+
+
+def test_reported_figures_are_the_evaluations(shipped):
+    """task.json's NDCG figures are what recsys.evaluation (rank-grpo evaluate) computes from the written lists."""
+    rows, catalog, cfg, task = shipped
+    for split in ("val", "test"):
+        for key, lists in (("teacher_ndcg", [r["completion"][0]["content"] for r in task.rows[split]]),
+                           ("popularity_ndcg", task.baselines["popularity"][split])):
+            evals = [evaluate_list(t, r["groundtruth_with_release_year"], r["seen_titles"], catalog)
+                     for r, t in zip(task.rows[split], lists)]
+            assert task.summary["splits"][split][key] == pytest.approx(aggregate(evals)["metrics"]["rank/ndcg@20"])
+    assert task.summary["splits"]["test"]["teacher_ndcg"] > task.summary["splits"]["test"]["popularity_ndcg"] > 0
+    sel = task.summary["knn_selection_val_ndcg"]  # --knn-score auto: the better one on validation
+    assert set(sel) == {"count", "cosine"} and task.summary["knn_score"] == max(sel, key=sel.get)
+    assert task.summary["splits"]["val"]["teacher_ndcg"] == pytest.approx(sel[task.summary["knn_score"]])
+
+
+def test_byte_for_byte_per_seed(shipped, tmp_path):
+    rows, catalog, cfg, task = shipped
     paths = write_task(task, tmp_path / "a")
     again = write_task(build_task(cfg, rows, catalog), tmp_path / "b")
     other = write_task(build_task(RedialConfig(seed=2, val_dialogues=40, test_dialogues=60), rows, catalog),
                        tmp_path / "c")
+    assert set(paths) >= {"train", "val", "test", "catalog", "task", "baselines/item_knn_test.jsonl"}
     for key in paths:
         assert paths[key].read_bytes() == again[key].read_bytes(), key
     assert paths["test"].read_bytes() != other["test"].read_bytes()
-
-
-def test_auto_score_is_the_better_one_on_validation(shipped):
-    rows, catalog = shipped
-    task = build_task(RedialConfig(val_dialogues=40, test_dialogues=10), rows, catalog)
-    sel = task.summary["knn_selection_val_ndcg"]
-    assert set(sel) == {"count", "cosine"} and task.summary["knn_score"] == max(sel, key=sel.get)
-    assert task.summary["splits"]["val"]["teacher_ndcg"] == pytest.approx(sel[task.summary["knn_score"]])
 
 
 def test_cli_errors_name_the_flag_and_the_row(tmp_path, capsys):

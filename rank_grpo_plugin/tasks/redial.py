@@ -131,7 +131,8 @@ def build_task(cfg: RedialConfig, rows: Sequence[dict], catalog: Catalog) -> Red
     import torch
 
     from ..recsys.baselines import CoMentions, top_k
-    from ..recsys.evaluation import evaluate_list
+    from ..recsys.match import catalog_hits
+    from ..recsys.metrics import ndcg_at_k
 
     cfg.validate()
     items = sorted(set(catalog))
@@ -180,8 +181,9 @@ def build_task(cfg: RedialConfig, rows: Sequence[dict], catalog: Catalog) -> Red
         return _lists(top_k(s, exclude, pop, cfg.k), items)
 
     def mean_ndcg(split: str, lists: List[str]) -> float:
-        vals = [evaluate_list(text, resolved[j][2], rows[j]["seen_titles"], catalog, ks=(cfg.k,), k=cfg.k)
-                .metrics[f"rank/ndcg@{cfg.k}"] for j, text in zip(kept[split], lists)]
+        """Mean rank-aligned NDCG@K, as ``rank-grpo evaluate`` computes it (recsys.evaluation)."""
+        vals = [ndcg_at_k(catalog_hits(text, resolved[j][2], rows[j]["seen_titles"], catalog, k=cfg.k),
+                          len(resolved[j][2]), cfg.k) for j, text in zip(kept[split], lists)]
         return sum(vals) / len(vals) if vals else float("nan")
 
     selection = {}
