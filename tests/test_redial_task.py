@@ -200,6 +200,16 @@ def test_byte_for_byte_per_seed(shipped, tmp_path):
     assert paths["test"].read_bytes() != other["test"].read_bytes()
 
 
+def test_empty_validation_split_with_a_fixed_score(tmp_path, capsys):
+    assert cli_main(["redial", str(tmp_path / "o"), "--val-dialogues", "0", "--test-dialogues", "5",
+                     "--knn-score", "count"]) == 0
+    info = json.loads((tmp_path / "o" / "task.json").read_text())  # strict JSON: no NaN for the empty split
+    assert info["splits"]["val"] == {"rows": 0, "dialogues": 0, "mean_groundtruth": 0.0, "teacher_ndcg": None,
+                                     "popularity_ndcg": None}
+    assert (tmp_path / "o" / "val.jsonl").read_text() == ""
+    assert "val 0 rows / 0 dialogues (teacher NDCG@20 -" in capsys.readouterr().err
+
+
 def test_cli_errors_name_the_flag_and_the_row(tmp_path, capsys):
     assert cli_main(["redial", str(tmp_path / "o"), "--val-dialogues", "700", "--test-dialogues", "600"]) == 2
     assert "--val-dialogues + --test-dialogues = 1300" in capsys.readouterr().err

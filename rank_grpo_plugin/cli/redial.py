@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     paths = write_task(task, args.out)
     s = task.summary
-    parts = [f"{split} {v['rows']} rows / {v['dialogues']} dialogues (teacher NDCG@{cfg.k} {v['teacher_ndcg']:.3f}"
-             + (f", popularity {v['popularity_ndcg']:.3f}" if "popularity_ndcg" in v else "") + ")"
+    f3 = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731  (None: an empty split)
+    parts = [f"{split} {v['rows']} rows / {v['dialogues']} dialogues (teacher NDCG@{cfg.k} {f3(v['teacher_ndcg'])}"
+             + (f", popularity {f3(v['popularity_ndcg'])}" if "popularity_ndcg" in v else "") + ")"
              for split, v in s["splits"].items()]
     chosen = f"kNN score {s['knn_score']}" + (
         " (validation NDCG " + ", ".join(f"{k} {v:.3f}" for k, v in s["knn_selection_val_ndcg"].items()) + ")"

@@ -31,7 +31,6 @@ Deterministic for a given source and configuration (byte-for-byte: sorted catalo
 """
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import asdict, dataclass, fields
@@ -184,7 +183,7 @@ def build_task(cfg: RedialConfig, rows: Sequence[dict], catalog: Catalog) -> Red
         """Mean rank-aligned NDCG@K, as ``rank-grpo evaluate`` computes it (recsys.evaluation)."""
         vals = [ndcg_at_k(catalog_hits(text, resolved[j][2], rows[j]["seen_titles"], catalog, k=cfg.k),
                           len(resolved[j][2]), cfg.k) for j, text in zip(kept[split], lists)]
-        return sum(vals) / len(vals) if vals else float("nan")
+        return sum(vals) / len(vals) if vals else None  # an empty split (JSON null, not NaN)
 
     selection = {}
     score = cfg.knn_score
