@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .files import write_atomic  # re-exported beside dump_rows; its home is rank_grpo_plugin.files
 from .recsys.catalog import parse_year
@@ -164,20 +164,32 @@ def check_label_file(path: str, label_key: str, input_key: Optional[str] = None,
     holding ``input_key`` (when given) and ``label_key``, and the label must pass :func:`parse_label`. Returns the
     number of rows checked; raises one :class:`DataError` listing up to ``max_errors`` bad rows, each as
     ``<file>: line <n>: field '<label_key>': <what is wrong>`` (``row <i>`` for a JSON list)."""
+    def check(where: str, rec: Any) -> None:
+        if not isinstance(rec, dict):
+            raise LabelError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        for key in (input_key, label_key):
+            if key and key not in rec:
+                raise LabelError(f"{where}: field {key!r} is missing (fields present: {sorted(rec)[:8]})")
+        parse_label(rec[label_key], f"{where}: field {label_key!r}")
+
+    return len(_check_all(path, iter_records(path), check, limit, max_errors, LabelError))
+
+
+def _check_all(path: str, records: Iterable[Tuple[str, Any]], check: Callable[[str, Any], Any],
+               limit: Optional[int], max_errors: int, catch: type = DataError) -> List[Any]:
+    """``check(where, record)`` of every record (the first ``limit``), collecting what it returns; one
+    :class:`DataError` listing up to ``max_errors`` of the rows it rejected (with ``catch``), or naming an empty
+    file."""
+    out: List[Any] = []
     errors: List[str] = []
     n_bad = n = 0
-    for where, rec in iter_records(path):
+    for where, rec in records:
         if limit is not None and n >= limit:
             break
         n += 1
         try:
-            if not isinstance(rec, dict):
-                raise LabelError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-            for key in (input_key, label_key):
-                if key and key not in rec:
-                    raise LabelError(f"{where}: field {key!r} is missing (fields present: {sorted(rec)[:8]})")
-            parse_label(rec[label_key], f"{where}: field {label_key!r}")
-        except LabelError as e:
+            out.append(check(where, rec))
+        except catch as e:
             n_bad += 1
             if len(errors) < max_errors:
                 errors.append(str(e))
@@ -186,7 +198,7 @@ def check_label_file(path: str, label_key: str, input_key: Optional[str] = None,
         raise DataError(f"{n_bad} bad row(s) of {n} in {path}:\n  " + "\n  ".join(errors) + more)
     if not n:
         raise DataError(f"{path}: no rows")
-    return n
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -359,24 +371,8 @@ def load_rows(path: str, fields: Fields = Fields(), need_completion: bool = Fals
               limit: Optional[int] = None, keep: Sequence[str] = (), max_errors: int = 10) -> List[Row]:
     """Read and validate every row (``limit`` keeps the first N); raise one DataError listing up to
     ``max_errors`` bad rows."""
-    rows: List[Row] = []
-    errors: List[str] = []
-    n_bad = 0
-    for where, rec in iter_records(path, split):
-        if limit is not None and len(rows) + n_bad >= limit:
-            break
-        try:
-            rows.append(check_record(rec, where, fields, need_completion, keep))
-        except DataError as e:
-            n_bad += 1
-            if len(errors) < max_errors:
-                errors.append(str(e))
-    if errors:
-        more = f"\n... and {n_bad - len(errors)} more" if n_bad > len(errors) else ""
-        raise DataError(f"{n_bad} bad row(s) in {path}:\n" + "\n".join(errors) + more)
-    if not rows:
-        raise DataError(f"{path}: no rows")
-    return rows
+    return _check_all(path, iter_records(path, split),
+                      lambda where, rec: check_record(rec, where, fields, need_completion, keep), limit, max_errors)
 
 
 # --------------------------------------------------------------------------------------------- writing
