@@ -1,13 +1,30 @@
-"""What every task generator writes: the split rows, the task's catalog and its ``task.json``."""
+"""What every task generator shares: its configuration dataclass as command-line flags, and what it writes (the
+split rows, the task's catalog and its ``task.json``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..files import write_atomic
 
-__all__ = ["write_task_files"]
+__all__ = ["add_config_arguments", "config_from_args", "write_task_files"]
+
+
+def add_config_arguments(p, config_cls: type, helps: Mapping[str, str],
+                         choices: Mapping[str, Sequence[str]] = {}) -> None:
+    """One flag per field of the frozen dataclass ``config_cls`` (``--items-per-group`` for ``items_per_group``),
+    typed and defaulted by the field, with ``helps[name]`` and the default in its help."""
+    for f in fields(config_cls):
+        kw = {"choices": list(choices[f.name])} if f.name in choices else {}
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
+                       help=f"{helps[f.name]} (default {f.default})", **kw)
+
+
+def config_from_args(config_cls: type, args: Any):
+    """The ``config_cls`` instance of parsed flags (see :func:`add_config_arguments`)."""
+    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
 
 
 def _jsonl(rows: Iterable[dict]) -> str:

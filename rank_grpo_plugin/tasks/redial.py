@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -244,14 +244,15 @@ _HELP = {
 
 
 def add_arguments(p) -> None:
-    for f in fields(RedialConfig):
-        kw = {"choices": list(KNN_SCORES)} if f.name == "knn_score" else {}
-        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=type(f.default), default=f.default,
-                       help=f"{_HELP[f.name]} (default {f.default})", **kw)
+    from .common import add_config_arguments
+
+    add_config_arguments(p, RedialConfig, _HELP, {"knn_score": KNN_SCORES})
 
 
 def config_from_args(args) -> RedialConfig:
-    return RedialConfig(**{f.name: getattr(args, f.name) for f in fields(RedialConfig)})
+    from .common import config_from_args as _from_args
+
+    return _from_args(RedialConfig, args)
 
 
 def load_source(rows_path: Optional[str], catalog_path: Optional[str]) -> Tuple[List[dict], Catalog]:

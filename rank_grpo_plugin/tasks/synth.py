@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -324,15 +324,15 @@ _HELP = {
 
 def add_arguments(p) -> None:
     """The task's flags on an argparse parser (``--items-per-group`` for ``items_per_group`` ...)."""
-    for f in fields(SynthConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kw = {"choices": ["short", "paper"]} if f.name == "prompt_style" else {}
-        p.add_argument(flag, dest=f.name, type=type(f.default), default=f.default,
-                       help=f"{_HELP[f.name]} (default {f.default})", **kw)
+    from .common import add_config_arguments
+
+    add_config_arguments(p, SynthConfig, _HELP, {"prompt_style": ("short", "paper")})
 
 
 def config_from_args(args) -> SynthConfig:
-    return SynthConfig(**{f.name: getattr(args, f.name) for f in fields(SynthConfig)})
+    from .common import config_from_args as _from_args
+
+    return _from_args(SynthConfig, args)
 
 
 def default_catalog_path() -> Path:
