@@ -426,6 +426,15 @@ class Bench:
                                 series, hl)
             if png:
                 out.append(f"\nPlot: {png.relative_to(ROOT)}")
+            grid = {}
+            for rid, r in sorted(runs.items()):
+                if r["seed"] == 1 and r["status"] == "done":
+                    xs, ys = L.with_step0(r["curves"], step0)
+                    grid[f"{LABELS[r['arm']]}, lr {lr_name(r['lr'])}"] = (xs, ys, [0.0] * len(xs))
+            png = L.plot_curves(Path(f"{self.img_prefix}_grid_val_ndcg.png"),
+                                "Validation NDCG@20 of every tuning run (seed 1)", grid, hl)
+            if png:
+                out.append(f"Plot of the grid: {png.relative_to(ROOT)}")
         failed = [f"- {rid}: exit {r['rc']} after {r['wall_s']:.0f}s, {r['steps_logged']} steps logged"
                   for rid, r in sorted(runs.items()) if r["status"] == "failed"]
         failed += [f"- {rid}, earlier attempt: exit {x['rc']} after {x['wall_s']:.0f}s" for rid, r in

@@ -289,12 +289,15 @@ def test_cpu_main_job_commands(parsed):
     assert rl["rollout.n_samples_per_prompt"] > 1
     steps = rl["train.num_episodes"] * rl["data.max_samples"] // rl["rollout.batch_size"]
     assert steps == 30  # the synth task's default
+    # the rate with the best validation NDCG@20 at step 30 in the learning benchmark (docs/BENCHMARKS.md)
+    assert rl["actor.adam.lr"] == 1e-4 and rl["train.max_epochs"] == 2 and rl["algo.kl.init_coef"] == 1e-3
     # the default task is generated inside the run directory, nothing is read from outside the repository
     assert rl["rank_grpo.catalog"].endswith("main_job/task/catalog.jsonl")
     assert rl["data.prompt_dataset"].endswith("main_job/data/rl.jsonl")
     (red,) = _ppo(parsed, "cpu/main_job.sh", "reddit")
     assert red["rank_grpo.catalog"].endswith("rank_grpo_plugin/resources/reddit_v2/catalog.jsonl")
     assert red["train.num_episodes"] * red["data.max_samples"] // red["rollout.batch_size"] == 8
+    assert red["actor.adam.lr"] == 3e-4
     (rl20,) = _ppo(parsed, "cpu/main_job.sh", "smollm2-20")
     assert rl20["train.num_episodes"] * rl20["data.max_samples"] // rl20["rollout.batch_size"] == 20
     assert "SmolLM2-135M-Instruct" in _sft(parsed, "cpu/main_job.sh", "smollm2-20")[0]["model.model_name_or_path"]
