@@ -208,7 +208,7 @@ class Bench:
         if rc:
             raise RuntimeError(f"rank-grpo evaluate failed (exit {rc}): see {dest.with_suffix('.log')}")
         m = json.loads((dest / "metrics.json").read_text())
-        keep = [f"{p}/{m}@{c}" for p in ("rank", "paper") for m in ("ndcg", "recall") for c in (5, 10, 20)]
+        keep = [f"{p}/{name}@{c}" for p in ("rank", "paper") for name in ("ndcg", "recall") for c in (5, 10, 20)]
         sd = (m.get("samples") or {}).get("metrics_sd", {})
         s = m["summary"]
         return {"metrics": {k: [s["metrics"][k], sd.get(k)] for k in keep},

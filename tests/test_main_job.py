@@ -38,10 +38,17 @@ def _marked(marker):
     return pids
 
 
+def _sigint_default() -> None:
+    # As in a terminal. When pytest itself was started in the background by a shell without job control, SIGINT
+    # arrives ignored, and bash can never trap a signal that was ignored when it started.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _job(out, env, marker):
     return subprocess.Popen(["bash", str(SCRIPT), "--steps", "2", "--sft-epochs", "1", "--eval-samples", "2",
                              "--out", str(out)], cwd=out.parent, env=dict(env, **{MARK: marker}),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_sigint_default)
 
 
 def _interrupt(proc, needle, sig, to_group, delay, marker):
