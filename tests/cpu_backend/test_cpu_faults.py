@@ -1,4 +1,4 @@
-"""Faults through the real launcher (`python -m openrlhf.cli.train_ppo_ray`) on CPU (issue 24, points 3 and 4).
+"""Faults through the real launcher (`python -m openrlhf.cli.train_ppo_ray`) on CPU: bad data and dead rollout engines.
 
 Bad data: each bad label kind in a local prompt dataset, and a missing or empty catalog, stop the launcher in its
 argument checks, before Ray starts (a run takes seconds), naming the file, the line and the field; a dataset the
@@ -181,20 +181,29 @@ def test_unreadable_dataset_stops_on_the_first_batch(launch, tiny_model, prompt_
 
 
 # --------------------------------------------------------------------------------------- a dead rollout engine
-def test_engine_dead_at_start_up_ends_the_job(launch, tiny_model, prompt_data, tmp_path):
-    """vLLM refuses to start: the KV cache asked for (VLLM_CPU_KVCACHE_SPACE, GiB) exceeds the machine's memory.
-    Without the watchdog the trainer waited in the weight-sync rendezvous for the sync timeout (600 s)."""
-    run = launch(launcher_args(tiny_model, prompt_data, tmp_path / "out", None),
-                 env={"VLLM_CPU_KVCACHE_SPACE": "100000", "RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT": "3600"},
-                 fault="Decrease --kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE", timeout=1500)
+def _engine_died(launch, args, env, fault):
+    """Launch with a dead engine (``fault``: the console line where it died); assert what every such run must show:
+    a failed launcher, EngineDiedError naming the engine, an exit within AFTER_FAULT_S of the fault, and no process
+    of the run left. Returns the run."""
+    run = launch(args, env={**env, "RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT": "3600"}, fault=fault, timeout=1500)
     out = run.output
     assert run.returncode != 0, out[-6000:]
     assert "EngineDiedError: [rank_grpo_plugin.cpu] vLLM engine 0 of 1 (RolloutRayActor " in out, out[-6000:]
+    assert run.after_fault is not None and run.after_fault < AFTER_FAULT_S, (run.after_fault, run.elapsed)
+    assert not run.survivors, run.survivors
+    return run
+
+
+def test_engine_dead_at_start_up_ends_the_job(launch, tiny_model, prompt_data, tmp_path):
+    """vLLM refuses to start: the KV cache asked for (VLLM_CPU_KVCACHE_SPACE, GiB) exceeds the machine's memory.
+    Without the watchdog the trainer waited in the weight-sync rendezvous for the sync timeout (600 s)."""
+    run = _engine_died(launch, launcher_args(tiny_model, prompt_data, tmp_path / "out", None),
+                       {"VLLM_CPU_KVCACHE_SPACE": "100000"},
+                       "Decrease --kv-cache-memory-bytes, VLLM_CPU_KVCACHE_SPACE")
+    out = run.output
     assert ") died at start-up: RuntimeError: Engine core initialization failed" in out  # the actor's own error
     assert "ValueError: Available memory on node" in out  # vLLM's reason, in the engine's log above it
-    assert run.after_fault is not None and run.after_fault < AFTER_FAULT_S, (run.after_fault, run.elapsed)
     assert "Global step" not in out
-    assert not run.survivors, run.survivors
     print(f"engine dead at start-up: launcher exit {run.after_fault:.1f} s after vLLM's refusal "
           f"({run.elapsed:.1f} s in all)")
 
@@ -202,15 +211,11 @@ def test_engine_dead_at_start_up_ends_the_job(launch, tiny_model, prompt_data, t
 def test_engine_dead_mid_run_ends_the_job(launch, tiny_model, prompt_data, tmp_path):
     """The vLLM worker process exits when the first weight sync reaches it (after one rollout and one training
     step), as an engine killed mid-run would."""
-    run = launch(launcher_args(tiny_model, prompt_data, tmp_path / "out", None),
-                 env={"RANK_GRPO_PLUGIN_CPU_FAULT": "engine_exit:1", "RANK_GRPO_PLUGIN_CPU_SYNC_TIMEOUT": "3600"},
-                 fault="FAULT INJECTION RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit:1", timeout=1500)
+    run = _engine_died(launch, launcher_args(tiny_model, prompt_data, tmp_path / "out", None),
+                       {"RANK_GRPO_PLUGIN_CPU_FAULT": "engine_exit:1"},
+                       "FAULT INJECTION RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit:1")
     out = run.output
-    assert run.returncode != 0, out[-6000:]
-    assert "EngineDiedError: [rank_grpo_plugin.cpu] vLLM engine 0 of 1 (RolloutRayActor " in out, out[-6000:]
     assert ") died during the run (during a weight sync): EngineDeadError: its vLLM engine core is dead" in out
-    assert run.after_fault is not None and run.after_fault < AFTER_FAULT_S, (run.after_fault, run.elapsed)
     assert "weight sync #1 verified" not in out
-    assert not run.survivors, run.survivors
     print(f"engine dead mid-run: launcher exit {run.after_fault:.1f} s after the worker exited "
           f"({run.elapsed:.1f} s in all)")

@@ -1,4 +1,4 @@
-"""Bad data stops a run with one clear error, model output never does (issue 24, point 3): the label validators on
+"""Bad data stops a run with one clear error, model output never does: the label validators on
 every bad label kind, the launcher's check of a local prompt dataset (OpenRLHF's real parser, in process: no Ray),
 the reward / estimator path for datasets the launcher cannot read, and the catalog (missing, empty, changed during
 the run). The same bad files through the real launcher on CPU: tests/cpu_backend/test_cpu_faults.py."""
