@@ -178,34 +178,23 @@ phase_start() {  # phase_start NAME: forget its mark, remove what an unfinished 
 phase_end() { mkdir -p "$PHASES"; local name="$1"; shift; phase_key "$@" > "$PHASES/$name"; }
 # Each command runs in the background and the script waits for it, so a signal is handled at once (bash defers a
 # trap until a foreground child exits). RUN_CWD: the command's working directory.
-run_logged() {  # run_logged NAME LOGFILE CMD...: output to LOGFILE
-    local name="$1" log="$2" t pid; shift 2; t=$(date +%s)
-    if phase_done "$name" "$@"; then
-        [ "$DRY_RUN" = 1 ] && echo "= kept: $name (finished in an earlier run)" >&2; SECS[$name]=0; return
-    fi
-    note_cmd "$@"; RAN=1
-    if [ "$DRY_RUN" != 1 ]; then
-        phase_start "$name"
-        ( cd "${RUN_CWD:-.}" && exec "$@" ) > "$log" 2>&1 &
-        pid=$!
-        if ! wait "$pid"; then
-            echo "main_job.sh: $name failed; last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1
-        fi
-        phase_end "$name" "$@"
-    fi
-    SECS[$name]=$(($(date +%s) - t))
-}
-run_followed() {  # run_followed NAME LOGFILE KIND TOTAL CMD...: output to LOGFILE, one console line per step
+run_phase() {  # run_phase NAME LOGFILE KIND TOTAL CMD...: output to LOGFILE; KIND sft|rl: one console line per step
     local name="$1" log="$2" kind="$3" total="$4" t pid; shift 4; t=$(date +%s)
     if phase_done "$name" "$@"; then
-        say "    $name: finished in an earlier run, kept"; SECS[$name]=0; return
+        if [ -n "$kind" ]; then say "    $name: finished in an earlier run, kept"
+        elif [ "$DRY_RUN" = 1 ]; then echo "= kept: $name (finished in an earlier run)" >&2; fi
+        SECS[$name]=0; return
     fi
     note_cmd "$@"; RAN=1
     if [ "$DRY_RUN" != 1 ]; then
         phase_start "$name"
-        : > "$log"
-        { ( cd "${RUN_CWD:-.}" && exec "$@" ) 2>&1 | python -m openrlhf_compat.logs follow "$log" --kind "$kind" \
-              --total "$total" --prefix "[main_job]   $name"; } &
+        if [ -n "$kind" ]; then
+            : > "$log"
+            { ( cd "${RUN_CWD:-.}" && exec "$@" ) 2>&1 | python -m openrlhf_compat.logs follow "$log" --kind "$kind" \
+                  --total "$total" --prefix "[main_job]   $name"; } &
+        else
+            ( cd "${RUN_CWD:-.}" && exec "$@" ) > "$log" 2>&1 &
+        fi
         pid=$!
         if ! wait "$pid"; then
             echo "main_job.sh: $name failed; last lines of $log:" >&2; tail -n 40 "$log" >&2; exit 1
@@ -214,6 +203,7 @@ run_followed() {  # run_followed NAME LOGFILE KIND TOTAL CMD...: output to LOGFI
     fi
     SECS[$name]=$(($(date +%s) - t))
 }
+run_logged() { local name="$1" log="$2"; shift 2; run_phase "$name" "$log" "" "" "$@"; }  # NAME LOGFILE CMD...
 
 # ---------------------------------------------------------------------------------------------- (a) model
 say "(a) model: $MODEL_SPEC"
@@ -265,7 +255,7 @@ if [ "$SFT_EPOCHS" -gt 0 ]; then
     recipe SFT_CMD sft --model "$BASE" --data "$OUT/data/sft.jsonl" --out "$SFT_DIR" --ckpt "$OUT/sft_ckpt" \
         --epochs "$SFT_EPOCHS" --batch "$SFT_BATCH" --micro-batch "$SFT_MICRO" --lr "$SFT_LR" --max-len "$SFT_MAX_LEN"
     OUTPUTS[sft]="$SFT_DIR"$'\n'"$OUT/sft_ckpt"
-    run_followed sft "$LOGS/sft.log" sft "$SFT_EPOCHS" "${SFT_CMD[@]}"
+    run_phase sft "$LOGS/sft.log" sft "$SFT_EPOCHS" "${SFT_CMD[@]}"
     say "    SFT done in ${SECS[sft]}s"
 else
     say "(c) SFT skipped (--sft-epochs 0)"
@@ -283,7 +273,7 @@ recipe RL_CMD rl --model "$SFT_DIR" --prompts "$OUT/data/rl.jsonl" --rows "$N_RO
     -- ${EXTRA[@]+"${EXTRA[@]}"}
 t_rl=$(date +%s)
 OUTPUTS[rl]="$RL_DIR/model"$'\n'"$RL_DIR/ckpt"
-RUN_CWD="$RL_DIR" run_followed rl "$RL_LOG" rl "$STEPS" "${RL_CMD[@]}"
+RUN_CWD="$RL_DIR" run_phase rl "$RL_LOG" rl "$STEPS" "${RL_CMD[@]}"
 SECS[rl]=$(($(date +%s) - t_rl))
 say "    Rank-GRPO done in ${SECS[rl]}s"
 
