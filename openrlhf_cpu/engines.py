@@ -25,7 +25,7 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from .common import PATCHES, TAG, CpuBackendError, require
+from .common import ENV_FAULT, PATCHES, TAG, CpuBackendError, require
 
 ENV_START_TIMEOUT = "RANK_GRPO_PLUGIN_CPU_ENGINE_START_TIMEOUT"
 START_TIMEOUT_S = 900.0
@@ -160,22 +160,32 @@ def _diagnosed(engines, when: str, call):
 
 
 # ------------------------------------------------------------------------------------------------------ patches
+def _wrap(mod, qualname: str, make, description: str) -> None:
+    """Replace ``Class.method`` (``qualname``) of ``mod`` by ``make(original)``, once: the original is checked
+    against its fingerprint first (:func:`require`), the wrapper is marked and recorded in :data:`PATCHES`."""
+    cls_name, meth = qualname.split(".")
+    cls = getattr(mod, cls_name)
+    if getattr(getattr(cls, meth), "_rank_grpo_cpu_watch", False):
+        return
+    original = require(mod, qualname)
+    wrapper = make(original)
+    wrapper._rank_grpo_cpu_watch = True
+    wrapper.__wrapped__ = original
+    setattr(cls, meth, wrapper)
+    PATCHES[qualname] = description
+
+
 def patch_ppo_actor(mod) -> None:
     """``ActorPPOTrainer._init_vllm_sync_group``: wait for the engines first (trainer rank 0, at start-up)."""
-    cls = mod.ActorPPOTrainer
-    if getattr(cls._init_vllm_sync_group, "_rank_grpo_cpu_watch", False):
-        return
-    original = require(mod, "ActorPPOTrainer._init_vllm_sync_group")
+    def make(original):
+        def _init_vllm_sync_group(self, *args, **kwargs):
+            # Wraps ActorPPOTrainer._init_vllm_sync_group (OpenRLHF 0.10.4-0.11.2): the engines are up, or an error.
+            wait_for_engines(self.vllm_engines)
+            return original(self, *args, **kwargs)
+        return _init_vllm_sync_group
 
-    def _init_vllm_sync_group(self, *args, **kwargs):
-        # Wraps ActorPPOTrainer._init_vllm_sync_group (OpenRLHF 0.10.4-0.11.2): the engines are up, or an error.
-        wait_for_engines(self.vllm_engines)
-        return original(self, *args, **kwargs)
-
-    _init_vllm_sync_group._rank_grpo_cpu_watch = True
-    _init_vllm_sync_group.__wrapped__ = original
-    cls._init_vllm_sync_group = _init_vllm_sync_group
-    PATCHES["ActorPPOTrainer._init_vllm_sync_group"] = "waits for the vLLM engines (dead engine: EngineDiedError)"
+    _wrap(mod, "ActorPPOTrainer._init_vllm_sync_group", make,
+          "waits for the vLLM engines (dead engine: EngineDiedError)")
 
 
 def broadcast_guard(trainer, sync):
@@ -188,20 +198,14 @@ def broadcast_guard(trainer, sync):
 
 def patch_samples_generator(mod) -> None:
     """``SamplesGenerator._generate_vllm``: a rollout that fails because an engine died names the engine."""
-    cls = mod.SamplesGenerator
-    if getattr(cls._generate_vllm, "_rank_grpo_cpu_watch", False):
-        return
-    original = require(mod, "SamplesGenerator._generate_vllm")
+    def make(original):
+        def _generate_vllm(self, *args, **kwargs):
+            # Wraps SamplesGenerator._generate_vllm (OpenRLHF 0.10.4-0.11.2): a dead engine is named.
+            return _diagnosed(getattr(self, "vllm_engines", None), "generating rollouts",
+                              lambda: original(self, *args, **kwargs))
+        return _generate_vllm
 
-    def _generate_vllm(self, *args, **kwargs):
-        # Wraps SamplesGenerator._generate_vllm (OpenRLHF 0.10.4-0.11.2): a dead engine is named.
-        return _diagnosed(getattr(self, "vllm_engines", None), "generating rollouts",
-                          lambda: original(self, *args, **kwargs))
-
-    _generate_vllm._rank_grpo_cpu_watch = True
-    _generate_vllm.__wrapped__ = original
-    cls._generate_vllm = _generate_vllm
-    PATCHES["SamplesGenerator._generate_vllm"] = "a dead vLLM engine is named"
+    _wrap(mod, "SamplesGenerator._generate_vllm", make, "a dead vLLM engine is named")
 
 
 # ------------------------------------------------------------------------------------------------ fault injection
@@ -209,8 +213,6 @@ def engine_exit_fault(sync_number: int) -> None:
     """Test-only (``RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit[:N]``, default N = 1): the vLLM worker process exits
     when weight sync #N reaches it, as an engine killed mid-run (the OOM killer) would. Called by
     :mod:`.vllm_reload` in the worker."""
-    from .common import ENV_FAULT
-
     value = os.environ.get(ENV_FAULT, "")
     if not value.startswith("engine_exit"):
         return
