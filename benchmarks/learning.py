@@ -38,6 +38,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -99,10 +100,32 @@ class Bench:
                        else {"runs": {}})
         self.env = {**os.environ, **recipes.launch_environment()}
         self.shared = {**SHARED, "max_new_tokens": a.max_new_tokens}
+        self.check_protocol()
+
+    @property
+    def grid(self) -> List[float]:
+        """Every rate of the record's grid plus this call's ``--lrs`` (a call may add a rate, e.g. the lower one the
+        protocol asks for when an arm's best is the lowest; tables always show the whole grid)."""
+        return sorted(set(self.record.get("protocol", {}).get("lrs", [])) | set(self.a.lrs)
+                      | {r["lr"] for r in self.record["runs"].values() if r["seed"] == 1})
+
+    def check_protocol(self) -> None:
+        """Refuse a call whose settings differ from the ones this record's runs were made with: runs under two
+        protocols in one table would not be comparable. The message names the flag and both values."""
+        p = self.record.get("protocol")
+        if not p:
+            return
+        mine = {"--steps": (p.get("steps"), self.a.steps), "--eval-every": (p.get("eval_every"), self.a.eval_every),
+                "--task": (p.get("task", "synth"), self.a.task), "--task-args": (p.get("task_args", ""), self.a.task_args),
+                "--max-new-tokens": (p.get("shared", {}).get("max_new_tokens"), self.a.max_new_tokens)}
+        bad = [f"{flag} {now!r} (the record's runs used {was!r})" for flag, (was, now) in mine.items() if was != now]
+        if bad:
+            sys.exit(f"{self.record_path}: " + "; ".join(bad) + ". Pass the record's values, or --tag/--results for "
+                     "a separate record.")
 
     # ------------------------------------------------------------------------------------------------ record
     def save(self) -> None:
-        self.record["protocol"] = {"steps": self.a.steps, "eval_every": self.a.eval_every, "lrs": list(self.a.lrs),
+        self.record["protocol"] = {"steps": self.a.steps, "eval_every": self.a.eval_every, "lrs": self.grid,
                                    "shared": self.shared, "sft": SFT, "eval_samples": EVAL_SAMPLES,
                                    "task": self.a.task, "task_args": self.a.task_args,
                                    "arms": {k: ARMS[k] for k in ARMS}}
@@ -266,11 +289,17 @@ class Bench:
         self.save()
 
     # ------------------------------------------------------------------------------------------------ decisions
+    def arm_grid(self, arm: str) -> List[float]:
+        """An arm's rates: the base grid (``--lrs``), plus any rate the record has a seed-1 run of this arm at
+        (a lower rate added for this arm alone when its best was the grid's lowest)."""
+        had = {r["lr"] for r in self.record["runs"].values() if r["arm"] == arm and r["seed"] == 1}
+        return sorted(set(self.a.lrs) | had)
+
     def best_by_lr(self, arm: str) -> Dict[float, float]:
         """Seed-1 best validation NDCG@20 of every rate of the grid (NaN: not run or failed)."""
         step0 = self.step0()
         res = {}
-        for lr in self.a.lrs:
+        for lr in self.arm_grid(arm):
             r = self.record["runs"].get(run_id(arm, lr, 1))
             res[lr] = (L.best_point(*L.with_step0(r["curves"], step0))[1]
                        if r and r["status"] == "done" else float("nan"))
@@ -290,7 +319,7 @@ class Bench:
     def plan(self) -> List[str]:
         todo = []
         for arm in self.a.arms:
-            for lr in self.a.lrs:
+            for lr in self.arm_grid(arm):
                 r = self.record["runs"].get(run_id(arm, lr, 1))
                 if not r or r["status"] != "done":
                     todo.append(f"tune  {run_id(arm, lr, 1)}" + (f" ({r['status']})" if r else ""))
@@ -351,9 +380,11 @@ class Bench:
                 continue
             lr, lowest = L.choose_lr(best)
             cells = []
-            for g in self.a.lrs:
+            for g in self.grid:
                 r = runs.get(run_id(arm, g, 1))
-                if r is None:
+                if g not in self.arm_grid(arm):
+                    cells.append("-")
+                elif r is None:
                     cells.append("not run")
                 elif r["status"] != "done":
                     cells.append(f"failed (exit {r['rc']})")
@@ -363,13 +394,13 @@ class Bench:
                     flat = L.flat_since(*L.with_step0(r["curves"], step0), tol=FLAT_TOL)
                     cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
                                  f"(last {last:.3f}, flat from {flat})")
-            complete = all(runs.get(run_id(arm, g, 1), {}).get("status") == "done" for g in self.a.lrs)
+            complete = all(runs.get(run_id(arm, g, 1), {}).get("status") == "done" for g in self.arm_grid(arm))
             note = " (lowest)" if lowest else ""
             note += "" if complete else " (grid incomplete: best so far)"
             grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + note) if lr else "-"])
         out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; flat from: the "
                 f"last step the running best rose by more than {FLAT_TOL})\n",
-                L.table(["arm", *map(lr_name, self.a.lrs), "chosen"], grid_rows)]
+                L.table(["arm", *map(lr_name, self.grid), "chosen"], grid_rows)]
         # final runs
         fin_rows, series = [], {}
         for arm in ARMS:
@@ -486,6 +517,21 @@ def install_interrupt_handlers() -> None:
         signal.signal(sig, _interrupted)
 
 
+def plugin_importable_or_exit(python: Sequence[str] = (sys.executable,)) -> None:
+    """Every run starts the launcher in its own folder, where only an installed plugin activates (an editable
+    install whose checkout moved or was deleted leaves the start-up hook silent, and each run would then fail in 10 s
+    with `invalid choice: 'rank_grpo'` and be recorded as failed). Checked once, from a folder outside the checkout,
+    before anything runs."""
+    probe = ("import importlib.metadata as m, rank_grpo_plugin, rank_grpo_plugin._startup; "
+             "m.version('rank-grpo-plugin'); print(rank_grpo_plugin.__file__)")
+    with tempfile.TemporaryDirectory() as cwd:
+        res = subprocess.run([*python, "-c", probe], cwd=cwd, capture_output=True, text=True)
+    if res.returncode:
+        sys.exit(f"rank_grpo_plugin is not installed for {python[0]} (the launcher could not activate it):\n"
+                 f"{res.stderr.strip().splitlines()[-1] if res.stderr.strip() else res.returncode}\n"
+                 f"Install it first: `pip install -e {ROOT}` (or bash scripts/install_cpu.sh).")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -518,6 +564,7 @@ def main(argv=None) -> int:
         print("\n".join(b.plan()) or "nothing left to run")
         return 0
     if a.phase in ("tune", "final"):
+        plugin_importable_or_exit()
         try:
             b.setup()
             getattr(b, a.phase)()

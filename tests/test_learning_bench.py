@@ -144,6 +144,44 @@ def test_report_from_a_record(tmp_path, L, capsys):
     assert f"| Rank-GRPO (rank-level credit) (2 seeds) | 0.400 ± {sd:.3f} | 0.400 ± {sd:.3f} |" in text
     assert lb.lr_name(3e-4) == "3e-4" and lb.lr_name(1e-3) == "1e-3"
 
+    # a lower rate added for one arm alone (its best was the grid's lowest): its grid has it, the others do not
+    put("sequence", 3e-5, 1, [(10, 0.29), (20, 0.29)])
+    assert b.arm_grid("sequence") == [3e-5, 1e-4, 3e-4] and b.arm_grid("rank") == [1e-4, 3e-4]
+    assert b.chosen("sequence") == 3e-5 and "sequence" in capsys.readouterr().out  # 3e-5 is now its lowest
+    text = b.report()
+    assert "| Rank-GRPO (rank-level credit) | - | 0.250 @20" in text
+    assert "| sequence-level credit | **0.290** @10" in text
+    assert [t for t in b.plan() if t.startswith(("tune  rank_l", "tune  sequence_l"))] == [
+        "tune  sequence_lr3e-4_s1 (failed)"]
+
+
+def test_a_record_refuses_another_protocol(tmp_path):
+    """Runs under two protocols never share a table: a call with other settings than the record's stops before
+    anything runs, naming each flag and both values."""
+    lb = _load("learning")
+    path = tmp_path / "rec.json"
+    path.write_text(json.dumps({"runs": {}, "protocol": {"steps": 200, "eval_every": 5, "lrs": [1e-4],
+                                                         "task": "synth", "task_args": "",
+                                                         "shared": {"max_new_tokens": 200}}}))
+    args = dict(tag="t", out=str(tmp_path / "runs"), results=str(path), quick=False, lrs=[1e-4], seeds=[1],
+                arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200)
+    lb.Bench(lb.argparse.Namespace(**args))  # the record's own settings: accepted
+    with pytest.raises(SystemExit) as e:
+        lb.Bench(lb.argparse.Namespace(**dict(args, steps=100, task_args="--seed 2")))
+    assert "--steps 100 (the record's runs used 200)" in str(e.value)
+    assert "--task-args '--seed 2' (the record's runs used '')" in str(e.value)
+
+
+@pytest.mark.slow  # a subprocess
+def test_runs_need_an_installed_plugin():
+    """tune/final check once that the launcher's Python can activate the plugin (without site-packages it
+    cannot: python -S), instead of recording every run as failed after 10 s."""
+    lb = _load("learning")
+    lb.plugin_importable_or_exit()
+    with pytest.raises(SystemExit) as e:
+        lb.plugin_importable_or_exit((sys.executable, "-S"))
+    assert "rank_grpo_plugin is not installed" in str(e.value) and "pip install -e" in str(e.value)
+
 
 @pytest.mark.slow  # two subprocesses
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
