@@ -1,8 +1,12 @@
-"""OpenRLHF's real launcher (`python -m openrlhf.cli.train_ppo_ray`) on CPU with the tiny model: GRPO
-(`group_norm`) and Rank-GRPO (`rank_grpo`) train 3 steps with every weight sync verified and save a checkpoint
-that transformers reloads; the same run with the sync fix disabled
-(`RANK_GRPO_PLUGIN_CPU_FAULT=null_sync`: broadcasts that move nothing, as vLLM's PyNccl does without NCCL) stops
-with WeightSyncError instead of training on garbage; an unsupported option is refused before any model loads."""
+"""OpenRLHF's real launcher on CPU with the tiny model, two ways in: GRPO (`group_norm`, format reward) through
+`deepspeed --module openrlhf.cli.train_ppo_ray` and Rank-GRPO (`rank_grpo`, catalog reward, K = 10, the legacy
+`--advantage_estimator` spelling) through `python -m openrlhf.cli.train_ppo_ray` train 3 steps with every weight
+sync verified and save a checkpoint that transformers reloads; the Rank-GRPO run shows the cross-process parts
+in-process tests cannot (the start-up hook in every Ray worker, the options reaching the rollout actors, the per-rank
+hits crossing Ray to the estimator, the rank-level loss, the per-rank metrics in the logged status and TensorBoard).
+The same run with the sync fix disabled (`RANK_GRPO_PLUGIN_CPU_FAULT=null_sync`: broadcasts that move nothing, as
+vLLM's PyNccl does without NCCL) stops with WeightSyncError instead of training on garbage; an unsupported option is
+refused before any model loads."""
 from __future__ import annotations
 
 import math
@@ -48,13 +52,34 @@ def _steps(log: str):
     return [(s.step, dict(s)) for s in parse_steps(log)]
 
 
+def _deepspeed_runner(args):
+    """`deepspeed --module ...` for launcher args: the `deepspeed` console script is deepspeed.launcher.runner, and
+    running the module with this interpreter is the same launcher without depending on PATH (a pyenv shim or another
+    environment's script). The deepspeed launcher sets CUDA_VISIBLE_DEVICES=0, which the CPU backend drops before
+    declaring logical GPUs to Ray."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    assert args[:2] == ["-m", "openrlhf.cli.train_ppo_ray"]
+    return ["-m", "deepspeed.launcher.runner", "--master_port", port, "--module", *args[1:]]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["group_norm", "rank_grpo"])
 def test_trains_three_steps_with_verified_sync(run_py, tiny_model, prompt_data, tmp_path, estimator):
-    """GRPO baseline (format reward) and Rank-GRPO (catalog reward; an untrained random model earns ~0)."""
+    """GRPO baseline (format reward) through the deepspeed launcher, Rank-GRPO (catalog reward; an untrained random
+    model earns ~0) through python -m with K = 10 and the legacy estimator flag."""
     out_dir = tmp_path / "out"
-    res = run_py(launcher_args(tiny_model, prompt_data, out_dir, estimator=estimator), timeout=900,
-                 cwd=str(tmp_path))
+    if estimator == "group_norm":
+        args = _deepspeed_runner(launcher_args(tiny_model, prompt_data, out_dir))
+    else:
+        args = launcher_args(tiny_model, prompt_data, out_dir, "--rank_grpo.num_ranks", "10",
+                             "--logger.tensorboard_dir", str(tmp_path / "tb"), estimator=estimator)
+        i = args.index("--algo.advantage.estimator")
+        args[i] = "--advantage_estimator"  # the pre-0.10 spelling the plugin keeps working
+    res = run_py(args, timeout=900, cwd=str(tmp_path))
     log = res.stdout
     assert res.returncode == 0, log[-6000:]
     verified = re.findall(r"weight sync #(\d+) verified: (\d+) tensor checksums match", log)
@@ -66,8 +91,14 @@ def test_trains_three_steps_with_verified_sync(run_py, tiny_model, prompt_data, 
         for key in ("reward", "rollout/reward_mean", "policy_loss", "actor_grad_norm"):
             assert math.isfinite(metrics.get(key, math.nan)), (key, metrics)
     if estimator == "rank_grpo":
-        keys = ("rank_grpo/ndcg", "rank_grpo/reward_r01", "rank_grpo/adv_r01")
+        assert "[rank_grpo_plugin] Rank-GRPO active: K=10" in log
+        assert "Loading custom `reward_func" in log and "rank_grpo_plugin/openrlhf/reward.py" in log
+        keys = ("rank_grpo/ndcg", "rank_grpo/hit_r01", "rank_grpo/hit_r10", "rank_grpo/reward_r01",
+                "rank_grpo/adv_r01", "rank_grpo/adv_r10", "rank_grpo/clip_frac_low", "rank_grpo/clip_frac_high",
+                "rank_grpo/ratio_mean", "rank_grpo/items_emitted", "rank_grpo/in_catalog_rate")
         assert all(math.isfinite(m.get(k, math.nan)) for _, m in steps for k in keys), log[-3000:]
+        assert all("rank_grpo/hit_r11" not in m for _, m in steps)  # K = 10
+        assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     # the saved actor is a normal HF checkpoint
     from transformers import AutoModelForCausalLM
 
@@ -96,22 +127,3 @@ def test_unsupported_option_refused_by_launcher(run_py, tiny_model, prompt_data,
                  timeout=300, cwd=str(tmp_path))
     assert res.returncode != 0
     assert "cannot run on the CPU backend" in res.stdout and "--train.async_enable" in res.stdout, res.stdout[-4000:]
-
-
-@pytest.mark.slow
-def test_deepspeed_launcher_style(run_py, tiny_model, prompt_data, tmp_path):
-    """`deepspeed --module openrlhf.cli.train_ppo_ray ...` (the design card's invocation) on CPU: the deepspeed
-    launcher sets CUDA_VISIBLE_DEVICES=0, which the CPU backend drops before declaring logical GPUs to Ray."""
-    import socket
-
-    # `deepspeed` is a console script for deepspeed.launcher.runner; running the module with this interpreter
-    # is the same launcher and does not depend on PATH (a pyenv shim or another environment's script)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    args = launcher_args(tiny_model, prompt_data, tmp_path / "out", "--rollout.max_new_tokens", "16")
-    assert args[:2] == ["-m", "openrlhf.cli.train_ppo_ray"]
-    res = run_py(["-m", "deepspeed.launcher.runner", "--master_port", port, "--module", *args[1:]], timeout=900,
-                 cwd=str(tmp_path))
-    assert res.returncode == 0, res.stdout[-6000:]
-    assert len(re.findall(r"weight sync #\d+ verified", res.stdout)) == 3
