@@ -2,21 +2,24 @@
 (`--ckpt.save_steps 2`) is killed with SIGKILL (its process group and every process it started) after step 3, and
 restarted with the same command plus `--ckpt.load_enable`.
 
-What OpenRLHF's resume gives, checked against an uninterrupted run of the same seed:
-- the step counter goes on from the saved step (3, 4, 5, 6) and the data position too: the run ends after exactly
-  the 4 batches the episode plan had left (a restarted data loader would train 6 more, a skipped one fewer);
-- the state it resumes from is the uninterrupted run's at that step, to the bit: both step-2 checkpoints hold the
-  same weights and Adam moments (training on CPU is deterministic here);
-- the optimizer state continues: the final checkpoints' Adam step counts are equal;
-- the plugin is active again in every process and every weight sync is verified.
+What OpenRLHF's resume gives, against numbers worked out from the episode plan (6 prompts, 2 per step, 8 samples per
+step = one optimizer step per global step, 2 episodes: 6 steps):
+- it loads the step-2 checkpoint, and the step counter goes on from it (3, 4, 5, 6) and the data position too: the
+  run ends after exactly the 4 batches the plan had left (a restarted data loader would train 6 more, a skipped one
+  fewer);
+- the optimizer state continues: Adam's step count is 2 in the step-2 checkpoint and 6 in the last one (a resume
+  that reloaded the weights but not the optimizer would end at 4);
+- the plugin is active again in every process; the loaded weights reach the vLLM engine before the first rollout
+  and every weight sync is verified.
 What it does not give: the same rollouts after the resume. vLLM seeds its sampler once per engine start, so a
-resumed run that learns samples other lists from step 3 on and ends with other weights. Here the tiny random model
-earns reward 0 on these rows (all advantages 0), so the weights barely move and the final weight difference the
-test prints (0 on this machine) says nothing about learning; README "Long runs" says so.
+resumed run that learns samples other lists from step 3 on than an uninterrupted one. Here the tiny random model
+earns reward 0 on these rows (all advantages 0), so the weights barely move, and a comparison of final weights would
+say nothing about learning; README "Long runs" says so.
 """
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,52 +72,35 @@ def _ds_state(ckpt: Path, step: int):
     return model, optim["optimizer_state_dict"]["base_optimizer_state"]["state"]
 
 
-def _same(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    return a == b
-
-
 def test_killed_run_resumes_from_its_checkpoint(run_py, base_env, tiny_model, prompt_data, tmp_path):
-    def args(run):
-        # 6 prompts, 2 per step: 3 steps per episode, 2 episodes
-        return launcher_args(tiny_model, prompt_data, tmp_path / run / "model", "--ckpt.path",
-                             str(tmp_path / run / "ckpt"), "--ckpt.save_steps", "2", "--train.num_episodes", "2",
-                             "--train.seed", "7", estimator="rank_grpo")
-
-    for run in ("whole", "killed"):
-        (tmp_path / run).mkdir()
-    whole = run_py(args("whole"), timeout=900, cwd=str(tmp_path / "whole"))
-    assert whole.returncode == 0, whole.stdout[-6000:]
-    assert [s.step for s in parse_steps(whole.stdout)] == [1, 2, 3, 4, 5, 6]
-
-    killed = _kill_after(args("killed"), base_env, str(tmp_path / "killed"), "Global step 3:")
-    assert (tmp_path / "killed" / "ckpt" / "_actor" / "global_step2").is_dir(), killed[-3000:]
+    # 6 prompts, 2 per step: 3 steps per episode, 2 episodes
+    args = launcher_args(tiny_model, prompt_data, tmp_path / "model", "--ckpt.path", str(tmp_path / "ckpt"),
+                         "--ckpt.save_steps", "2", "--train.num_episodes", "2", "--train.seed", "7",
+                         estimator="rank_grpo")
+    killed = _kill_after(args, base_env, str(tmp_path), "Global step 3:")
+    assert [s.step for s in parse_steps(killed)] == [1, 2, 3]
+    assert (tmp_path / "ckpt" / "_actor" / "global_step2").is_dir(), killed[-3000:]
+    _, adam_at_2 = _ds_state(tmp_path / "ckpt", 2)
     t = time.time()
-    resumed = run_py(args("killed") + ["--ckpt.load_enable"], timeout=900, cwd=str(tmp_path / "killed"))
+    resumed = run_py(args + ["--ckpt.load_enable"], timeout=900, cwd=str(tmp_path))
     log = resumed.stdout
     assert resumed.returncode == 0, log[-6000:]
+    assert "Loading the checkpoint: " + str(tmp_path / "ckpt" / "_actor") in log, log[-4000:]
     # step counter and data position: the 4 batches the plan had left, numbered on from the checkpoint
     assert [s.step for s in parse_steps(log)] == [3, 4, 5, 6], log[-4000:]
-    assert "[rank_grpo_plugin] Rank-GRPO active" in log and "weight sync #1 verified" in log
-    # the state it resumed from is the uninterrupted run's at step 2, to the bit
-    w_whole, adam_whole = _ds_state(tmp_path / "whole" / "ckpt", 2)
-    w_killed, adam_killed = _ds_state(tmp_path / "killed" / "ckpt", 2)
-    assert _same(w_whole, w_killed) and _same(adam_whole, adam_killed)
-    # the optimizer state went on: the same number of Adam steps at the end
-    _, end_whole = _ds_state(tmp_path / "whole" / "ckpt", 6)
-    _, end_resumed = _ds_state(tmp_path / "killed" / "ckpt", 6)
-    steps = lambda st: sorted({int(v["step"]) for v in st.values()})  # noqa: E731
-    assert steps(end_whole) == steps(end_resumed) and steps(end_whole)[0] > steps(adam_whole)[0]
-    # the final weights: how far the resumed run ends from the uninterrupted one (other rollouts after the resume)
+    assert "[rank_grpo_plugin] Rank-GRPO active" in log
+    # the loaded weights reach the engine before the first rollout (sync #1), then one sync per step
+    assert len(re.findall(r"weight sync #\d+ verified", log)) == 5
+    assert log.index("weight sync #1 verified") < log.index("Global step 3:")
+    # the optimizer state went on: one Adam step per global step, 2 before the kill and 6 at the end
+    _, adam_at_6 = _ds_state(tmp_path / "ckpt", 6)
+    adam_steps = lambda st: sorted({int(v["step"]) for v in st.values()})  # noqa: E731
+    assert adam_steps(adam_at_2) == [2] and adam_steps(adam_at_6) == [6]
+    # the resumed run's model: finite, and it moved away from the start
     from transformers import AutoModelForCausalLM
 
     load = lambda p: {k: v.float() for k, v in AutoModelForCausalLM.from_pretrained(str(p)).state_dict().items()}  # noqa: E731
-    start, a, b = load(tiny_model), load(tmp_path / "whole" / "model"), load(tmp_path / "killed" / "model")
-    moved = max((a[k] - start[k]).abs().max().item() for k in a)
-    apart = max((a[k] - b[k]).abs().max().item() for k in a)
-    print(f"resume: resumed run {time.time() - t:.0f}s; final weights: max |uninterrupted - resumed| {apart:.3g}, "
-          f"max |uninterrupted - start| {moved:.3g}")
-    assert all(torch.isfinite(v).all() for v in b.values()) and moved > 0
+    start, end = load(tiny_model), load(tmp_path / "model")
+    moved = max((end[k] - start[k]).abs().max().item() for k in end)
+    print(f"resume: resumed run {time.time() - t:.0f}s; max |final - start| {moved:.3g}")
+    assert all(torch.isfinite(v).all() for v in end.values()) and moved > 0
