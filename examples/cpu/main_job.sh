@@ -21,7 +21,7 @@
 # Options (all optional):
 #   --task synth|reddit        data (default synth)
 #   --model tiny|smollm2|DIR   policy to start from (default tiny)
-#   --steps N                  Rank-GRPO steps (default 30 for synth, 8 for reddit)
+#   --steps N                  Rank-GRPO steps (default 50 for synth, 8 for reddit)
 #   --sft-epochs N             SFT epochs (default: 5 for tiny on synth, 8 for tiny on reddit, 1 otherwise; 0 skips)
 #   --eval-limit N             evaluate on the first N rows only (default: all test rows)
 #   --eval-samples N           sampled lists per conversation in the sampled evaluation (default 4; 0 skips it)
@@ -66,7 +66,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$TASK" in synth|reddit) ;; *) echo "main_job.sh: --task must be synth or reddit, got '$TASK'" >&2; exit 2 ;; esac
-case "$STEPS" in '') STEPS=$([ "$TASK" = synth ] && echo 30 || echo 8) ;; esac
+# synth: 50 steps, a time budget read off the learning benchmark's validation curve of this recipe at the job's rate
+# (1e-4, seed 1: NDCG@20 0.167 at the SFT start, 0.242 at step 30, 0.295 at 50, 0.329 at 80; ~6 s a step here)
+case "$STEPS" in '') STEPS=$([ "$TASK" = synth ] && echo 50 || echo 8) ;; esac
 case "$STEPS" in *[!0-9]*|0) echo "main_job.sh: --steps must be a positive integer, got '$STEPS'" >&2; exit 2 ;; esac
 if [ -n "$SFT_EPOCHS" ]; then
     case "$SFT_EPOCHS" in *[!0-9]*) echo "main_job.sh: --sft-epochs must be an integer >= 0, got '$SFT_EPOCHS'" >&2; exit 2 ;; esac
