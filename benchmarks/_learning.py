@@ -105,16 +105,22 @@ def first_reach(steps: Sequence[int], values: Sequence[float], target: float) ->
 
 
 def flat_since(steps: Sequence[int], values: Sequence[float], tol: float) -> Optional[int]:
-    """The step after which the curve never again exceeds its running best by more than ``tol`` -- where it went
-    flat: the last step at which the running best rose by more than ``tol`` (the first step when it never did)."""
-    best, since = float("-inf"), None
-    for s, v in zip(steps, values):
-        if not math.isfinite(v):
-            continue
-        if since is None or v > best + tol:
-            since = s
+    """Where the curve went flat: the first evaluated step after which it never rises more than ``tol`` above its
+    running best at that step, however slowly it gets there (a creep of 0.01 per evaluation is not flat). None for a
+    curve without a finite value."""
+    pts = [(s, v) for s, v in zip(steps, values) if math.isfinite(v)]
+    later = float("-inf")  # the highest value after each point, from the end backwards
+    after = []
+    for _, v in reversed(pts):
+        after.append(later)
+        later = max(later, v)
+    after.reverse()
+    best = float("-inf")
+    for (s, v), top in zip(pts, after):
         best = max(best, v)
-    return since
+        if top <= best + tol:
+            return s
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ decisions

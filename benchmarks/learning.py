@@ -70,7 +70,7 @@ LRS = (1e-4, 3e-4, 1e-3)
 SHARED = dict(prompts_per_step=4, samples=8, mu=2, kl_coef=1e-3, temperature=1.0)
 SFT = dict(epochs=5, batch=8, micro_batch=8, lr=3e-3, max_len=512)
 EVAL_SAMPLES = 8  # sampled lists per conversation, in training-time validation and in every final evaluation
-FLAT_TOL = 0.02  # a curve is flat from the last step its running best rose by more than this
+FLAT_TOL = 0.02  # a curve is flat from the first step after which it never rises more than this above its best
 REFERENCE_DRAWS = 16  # random / oracle lists drawn per conversation for the reference rows
 BASELINES = ("popularity", "item_knn")  # rank_grpo_plugin.tasks.redial.BASELINES, without importing torch here
 MARKER = "RANK_GRPO_LEARNING_RUN"  # environment marker of one launcher run (its processes are killed by it)
@@ -399,7 +399,7 @@ class Bench:
             note += "" if complete else " (grid incomplete: best so far)"
             grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + note) if lr else "-"])
         out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; flat from: the "
-                f"last step the running best rose by more than {FLAT_TOL})\n",
+                f"first step after which the curve never rose more than {FLAT_TOL} above its running best)\n",
                 L.table(["arm", *map(lr_name, self.grid), "chosen"], grid_rows)]
         # final runs
         fin_rows, series = [], {}

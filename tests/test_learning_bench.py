@@ -63,6 +63,9 @@ def test_best_reach_and_flat(L):
     assert L.first_reach(steps, values, 0.3) == 10 and L.first_reach(steps, values, 0.5) is None
     assert L.flat_since(steps, values, tol=0.02) == 10  # 0.31 at 30 is within 0.02 of the 0.30 best
     assert L.flat_since(steps, values, tol=0.0) == 30
+    creep = [0.10 + 0.015 * i for i in range(6)]  # +0.015 per evaluation: each rise is small, the total is not
+    assert L.flat_since([0, 10, 20, 30, 40, 50], creep, tol=0.02) == 40
+    assert L.flat_since([0, 10], [float("nan")] * 2, tol=0.02) is None
 
 
 def test_choose_lr_and_steps_ratio(L):
