@@ -124,6 +124,27 @@ class Bench:
                      "a separate record.")
 
     # ------------------------------------------------------------------------------------------------ record
+    def lock(self) -> None:
+        """An exclusive lock on the record for this process's lifetime: two tune/final calls on one record would
+        each rewrite it from their own copy and lose the other's runs. Exits naming the holder when it is taken."""
+        import fcntl
+
+        if self.quick:
+            return
+        path = self.record_path.with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            sys.exit(f"{self.record_path} is in use by another learning.py (pid {f.read().strip() or '?'}); "
+                     "wait for it to end (its runs go into the same record)")
+        f.truncate(0)
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock_file = f  # open (and locked) until this process exits
+
     def save(self) -> None:
         self.record["protocol"] = {"steps": self.a.steps, "eval_every": self.a.eval_every, "lrs": self.grid,
                                    "shared": self.shared, "sft": SFT, "eval_samples": EVAL_SAMPLES,
@@ -565,6 +586,7 @@ def main(argv=None) -> int:
         return 0
     if a.phase in ("tune", "final"):
         plugin_importable_or_exit()
+        b.lock()
         try:
             b.setup()
             getattr(b, a.phase)()

@@ -3,6 +3,7 @@ hand-worked numbers (no OpenRLHF run); and benchmarks/learning.py's report on a 
 import importlib.util
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -173,6 +174,19 @@ def test_a_record_refuses_another_protocol(tmp_path):
         lb.Bench(lb.argparse.Namespace(**dict(args, steps=100, task_args="--seed 2")))
     assert "--steps 100 (the record's runs used 200)" in str(e.value)
     assert "--task-args '--seed 2' (the record's runs used '')" in str(e.value)
+
+
+def test_one_process_at_a_time_per_record(tmp_path):
+    """A second tune/final on a record another one holds stops, naming the holder (both would rewrite it from
+    their own copy and lose runs); a separate record is free."""
+    lb = _load("learning")
+    args = dict(tag="t", out=str(tmp_path / "runs"), results=str(tmp_path / "rec.json"), quick=False, lrs=[1e-4],
+                seeds=[1], arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200)
+    first = lb.Bench(lb.argparse.Namespace(**args))
+    first.lock()
+    with pytest.raises(SystemExit, match=rf"rec.json is in use by another learning.py \(pid {os.getpid()}\)"):
+        lb.Bench(lb.argparse.Namespace(**args)).lock()
+    lb.Bench(lb.argparse.Namespace(**dict(args, results=str(tmp_path / "other.json")))).lock()
 
 
 @pytest.mark.slow  # a subprocess
