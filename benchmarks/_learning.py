@@ -36,6 +36,11 @@ def fmt(xs: Iterable[float], digits: int = 3) -> str:
     return "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 seed``, ``2 seeds``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub-markdown table."""
     out = ["| " + " | ".join(map(str, headers)) + " |", "|" + "---|" * len(headers)]

@@ -433,7 +433,7 @@ class Bench:
             tested = [r for r in done if r.get("test")]
             if not done:
                 continue
-            series[f"{LABELS[arm]}, lr {lr_name(lr)} ({len(done)} seeds)"] = L.mean_curve([r["curves"] for r in done],
+            series[f"{LABELS[arm]}, lr {lr_name(lr)} ({L.plural(len(done), 'seed')})"] = L.mean_curve([r["curves"] for r in done],
                                                                                            step0)
             t = lambda key: [r["test"]["metrics"][key][0] for r in tested]  # noqa: E731
             tr = lambda key: [r["test"][key] for r in tested]  # noqa: E731
@@ -515,7 +515,7 @@ class Bench:
             tested = [runs[run_id(arm, lr, s)] for s in self.a.seeds
                       if lr is not None and runs.get(run_id(arm, lr, s), {}).get("test")]
             if tested:
-                rows.append([f"{LABELS[arm]} ({len(tested)} seeds)",
+                rows.append([f"{LABELS[arm]} ({L.plural(len(tested), 'seed')})",
                              *(L.fmt([r["test"]["metrics"][c][0] for r in tested]) if all(
                                  c in r["test"]["metrics"] for r in tested) else "n/a" for c in cols),
                              L.fmt([r["test"]["in_catalog_rate"] for r in tested], 2),
