@@ -66,46 +66,48 @@ def _marked(marker: str) -> List[str]:
     return found
 
 
+def _launch(base_env, cwd: Path, markers: List[str], args, env=None, fault=None, timeout=1200) -> Run:
+    """Run the launcher to its end; ``fault``: text of the output line that marks the fault (the time-after-fault
+    clock starts there). Its output goes to ``cwd/launcherN.log`` too, for a failure."""
+    marker = uuid.uuid4().hex
+    markers.append(marker)
+    full_env = dict(base_env, **(env or {}), **{MARKER_ENV: marker})
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=str(cwd), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines, fault_at = [], []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if fault and not fault_at and fault in line:
+                fault_at.append(time.monotonic())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        kill_marked(MARKER_ENV, marker)
+        reader.join(10)
+        pytest.fail(f"launcher still running after {timeout}s: {''.join(lines)[-6000:]}")
+    end = time.monotonic()
+    reader.join(30)
+    survivors = _marked(marker)
+    while survivors and time.monotonic() - end < SURVIVOR_GRACE_S:
+        time.sleep(1)
+        survivors = _marked(marker)
+    (cwd / f"launcher_{marker[:8]}.log").write_text("".join(lines), encoding="utf-8")
+    return Run(proc.returncode, "".join(lines), end - start, end - fault_at[0] if fault_at else None, survivors)
+
+
 @pytest.fixture
 def launch(base_env, tmp_path):
-    """launch(args, env=None, fault=None, timeout=...) -> Run; ``fault``: text of the output line that marks the
-    fault (the time-after-fault clock starts there). Everything the run started is killed afterwards by marker."""
-    markers = []
-
-    def run(args, env=None, fault=None, timeout=1200):
-        marker = uuid.uuid4().hex
-        markers.append(marker)
-        full_env = dict(base_env, **(env or {}), **{MARKER_ENV: marker})
-        start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=str(tmp_path), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        lines, fault_at = [], []
-
-        def read():
-            for line in proc.stdout:
-                lines.append(line)
-                if fault and not fault_at and fault in line:
-                    fault_at.append(time.monotonic())
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            kill_marked(MARKER_ENV, marker)
-            reader.join(10)
-            pytest.fail(f"launcher still running after {timeout}s: {''.join(lines)[-6000:]}")
-        end = time.monotonic()
-        reader.join(30)
-        survivors = _marked(marker)
-        while survivors and time.monotonic() - end < SURVIVOR_GRACE_S:
-            time.sleep(1)
-            survivors = _marked(marker)
-        (tmp_path / f"launcher{len(markers)}.log").write_text("".join(lines), encoding="utf-8")  # for a failure
-        return Run(proc.returncode, "".join(lines), end - start, end - fault_at[0] if fault_at else None, survivors)
-
-    yield run
+    """launch(args, env=None, fault=None, timeout=...) -> Run (see :func:`_launch`). Everything the run started is
+    killed afterwards by marker."""
+    markers: List[str] = []
+    yield lambda args, **kw: _launch(base_env, tmp_path, markers, args, **kw)
     for m in markers:
         kill_marked(MARKER_ENV, m)
 
@@ -133,27 +135,57 @@ def _rows(prompt_data):
 
 
 # ------------------------------------------------------------------------------------------------ bad data
-@pytest.mark.parametrize("kind", sorted(BAD_LABELS))
-def test_bad_label_stops_the_launcher_before_ray(launch, tiny_model, prompt_data, tmp_path, kind):
-    label, message = BAD_LABELS[kind]
+CATALOG_CASES = ("missing", "empty")
+
+
+@pytest.fixture(scope="module")
+def refusals(base_env, tiny_model, prompt_data, tmp_path_factory):
+    """The launches that must stop in the launcher's argument checks, one per bad label kind and catalog case, all
+    started at once: each is one process importing the launcher (~9 s of one core), so side by side they take the
+    time of about half of them on 2 cores. {case: (Future[Run], data path, catalog path, rows)}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmp = tmp_path_factory.mktemp("refusals")
     rows = _rows(prompt_data)
-    rows[1]["label"] = label
-    data = tmp_path / f"{kind}.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    run = launch(launcher_args(tiny_model, data, tmp_path / "out", None), timeout=300)
+    cases = {}
+    for kind, (label, _) in BAD_LABELS.items():
+        bad = [dict(r) for r in rows]
+        bad[1]["label"] = label
+        data = tmp / f"{kind}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
+        cases[kind] = (data, None)
+    for case in CATALOG_CASES:
+        catalog = tmp / f"catalog_{case}.jsonl"
+        if case == "empty":
+            catalog.write_text("", encoding="utf-8")
+        cases[case] = (Path(prompt_data), catalog)
+    markers: List[str] = []
+    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        futures = {case: (pool.submit(_launch, base_env, tmp, markers,
+                                      launcher_args(tiny_model, data, tmp / f"out_{case}", catalog), timeout=600),
+                          data, catalog, len(rows))
+                   for case, (data, catalog) in cases.items()}
+        yield futures
+    for m in markers:
+        kill_marked(MARKER_ENV, m)
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_LABELS))
+def test_bad_label_stops_the_launcher_before_ray(refusals, kind):
+    future, data, _, n_rows = refusals[kind]
+    run = future.result()
+    message = BAD_LABELS[kind][1]
     assert run.returncode != 0, run.output[-3000:]
-    assert f"--data.prompt_dataset {data}: 1 bad row(s) of {len(rows)} in {data}:" in run.output, run.output[-3000:]
+    assert f"--data.prompt_dataset {data}: 1 bad row(s) of {n_rows} in {data}:" in run.output, run.output[-3000:]
     assert f"{data}: line 2: field 'label': " in run.output and message in run.output
     assert "Global step" not in run.output and "Started a local Ray instance" not in run.output
     assert not run.survivors, run.survivors
 
 
-@pytest.mark.parametrize("case", ["missing", "empty"])
-def test_missing_or_empty_catalog_stops_the_launcher(launch, tiny_model, prompt_data, tmp_path, case):
-    catalog = tmp_path / "catalog.jsonl"
-    if case == "empty":
-        catalog.write_text("", encoding="utf-8")
-    run = launch(launcher_args(tiny_model, prompt_data, tmp_path / "out", catalog), timeout=300)
+@pytest.mark.parametrize("case", CATALOG_CASES)
+def test_missing_or_empty_catalog_stops_the_launcher(refusals, case):
+    future, _, catalog, _ = refusals[case]
+    run = future.result()
     assert run.returncode != 0
     expected = "no such file" if case == "missing" else "empty catalog (no items)"
     assert f"--rank_grpo.catalog {catalog}: {expected}" in run.output, run.output[-3000:]
