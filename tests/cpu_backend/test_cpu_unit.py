@@ -186,7 +186,10 @@ print("RESULT " + json.dumps({
 
 @pytest.mark.slow  # a fresh Python process
 def test_patches_applied_on_import_and_opt_out(run_py):
-    out = run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": "1"}, timeout=300)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # two independent processes, side by side on the 2 cores
+        out, off = pool.map(lambda on: run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": on}, timeout=300), "10")
     assert out.returncode == 0, out.stdout[-4000:]
     res = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert res["installed"] and res["sync_fn"] == [True, True] and res["update_weight"] and res["ray_init"]
@@ -196,7 +199,6 @@ def test_patches_applied_on_import_and_opt_out(run_py):
             "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "ray.init",
             "ActorPPOTrainer._init_vllm_sync_group", "SamplesGenerator._generate_vllm"} <= set(res["patches"])
     assert res["engine_watch"] == [True, True]
-    off = run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": "0"}, timeout=300)
     assert off.returncode == 0, off.stdout[-4000:]
     res = json.loads(off.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert not res["installed"] and res["patches"] == [] and res["sync_fn"] == [False, False]

@@ -61,16 +61,18 @@ def test_importing_the_package_is_cheap_and_lazy():
 
 @pytest.mark.slow
 def test_openrlhf_import_activates_and_opt_out_disables(expect_registry):
+    from concurrent.futures import ThreadPoolExecutor
+
     pre = "import openrlhf.trainer.ppo_utils.experience_maker, openrlhf.trainer.ray.ppo_actor"
-    rep = _report(pre)
+    with ThreadPoolExecutor(2) as pool:  # two independent processes, side by side on the 2 cores
+        rep, rep_off = pool.map(lambda env: _report(pre, **env), [{}, {"RANK_GRPO_PLUGIN_DISABLE": "1"}])
     assert rep["active"] and not rep["disabled"] and rep["openrlhf_version"] == "0.11.2"
     if expect_registry:
         assert rep["registry"] and rep["patches"].get("openrlhf.utils.extensions") == "registered"
     else:
         assert rep["extension_points"] == "shim"
         assert set(rep["patches"].values()) == {"patched"} and len(rep["patches"]) == 3
-    rep = _report(pre, RANK_GRPO_PLUGIN_DISABLE="1")
-    assert not rep["active"] and rep["disabled"] and rep["patches"] == {}
+    assert not rep_off["active"] and rep_off["disabled"] and rep_off["patches"] == {}
 
 
 @pytest.mark.slow
