@@ -153,9 +153,14 @@ def test_changed_parser_is_refused(monkeypatch, catalog_path):
 
 @pytest.mark.slow
 def test_real_script_help_and_alias_error():
+    from concurrent.futures import ThreadPoolExecutor
+
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    out = subprocess.run([sys.executable, "-m", "openrlhf.cli.train_ppo_ray", "--help"], capture_output=True,
-                         text=True, env=env, timeout=300)
+    launcher = [sys.executable, "-m", "openrlhf.cli.train_ppo_ray"]
+    with ThreadPoolExecutor(2) as pool:  # two independent processes, side by side on the 2 cores
+        out, alias = pool.map(lambda args: subprocess.run(launcher + args, capture_output=True, text=True, env=env,
+                                                          timeout=300),
+                              [["--help"], ["--advantage_estimator", "rank_grpo", "--rollout.n_samples_per_prompt", "1"]])
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert "rank_grpo" in text.split("--algo.advantage.estimator", 1)[1].split("\n", 1)[0]
@@ -165,10 +170,8 @@ def test_real_script_help_and_alias_error():
                  "--rank_grpo.adv_eps", "--rank_grpo.loss_agg"):
         assert flag in text, flag
     assert "{ppo,gspo,rank_grpo}" in text
-    out = subprocess.run([sys.executable, "-m", "openrlhf.cli.train_ppo_ray", "--advantage_estimator", "rank_grpo",
-                          "--rollout.n_samples_per_prompt", "1"], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 2
-    assert "n_samples_per_prompt > 1" in out.stderr
+    assert alias.returncode == 2
+    assert "n_samples_per_prompt > 1" in alias.stderr
 
 
 def test_every_problem_is_reported_at_once(helpers, catalog_path, capsys):
