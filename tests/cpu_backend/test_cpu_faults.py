@@ -68,7 +68,7 @@ def _marked(marker: str) -> List[str]:
 
 def _launch(base_env, cwd: Path, markers: List[str], args, env=None, fault=None, timeout=1200) -> Run:
     """Run the launcher to its end; ``fault``: text of the output line that marks the fault (the time-after-fault
-    clock starts there). Its output goes to ``cwd/launcherN.log`` too, for a failure."""
+    clock starts there). Its output also goes to ``cwd/launcher_<marker>.log``, for a failure."""
     marker = uuid.uuid4().hex
     markers.append(marker)
     full_env = dict(base_env, **(env or {}), **{MARKER_ENV: marker})
