@@ -400,10 +400,10 @@ class Bench:
             if all(math.isnan(v) for v in best.values()) and not any(r["arm"] == arm for r in runs.values()):
                 continue
             lr, lowest = L.choose_lr(best)
-            cells = []
+            cells, rates = [], self.arm_grid(arm)
             for g in self.grid:
                 r = runs.get(run_id(arm, g, 1))
-                if g not in self.arm_grid(arm):
+                if g not in rates:
                     cells.append("-")
                 elif r is None:
                     cells.append("not run")
@@ -415,7 +415,7 @@ class Bench:
                     flat = L.flat_since(*L.with_step0(r["curves"], step0), tol=FLAT_TOL)
                     cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
                                  f"(last {last:.3f}, flat from {flat})")
-            complete = all(runs.get(run_id(arm, g, 1), {}).get("status") == "done" for g in self.arm_grid(arm))
+            complete = all(runs.get(run_id(arm, g, 1), {}).get("status") == "done" for g in rates)
             note = " (lowest)" if lowest else ""
             note += "" if complete else " (grid incomplete: best so far)"
             grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + note) if lr else "-"])
@@ -543,8 +543,7 @@ def plugin_importable_or_exit(python: Sequence[str] = (sys.executable,)) -> None
     install whose checkout moved or was deleted leaves the start-up hook silent, and each run would then fail in 10 s
     with `invalid choice: 'rank_grpo'` and be recorded as failed). Checked once, from a folder outside the checkout,
     before anything runs."""
-    probe = ("import importlib.metadata as m, rank_grpo_plugin, rank_grpo_plugin._startup; "
-             "m.version('rank-grpo-plugin'); print(rank_grpo_plugin.__file__)")
+    probe = "import importlib.metadata as m, rank_grpo_plugin._startup; m.version('rank-grpo-plugin')"
     with tempfile.TemporaryDirectory() as cwd:
         res = subprocess.run([*python, "-c", probe], cwd=cwd, capture_output=True, text=True)
     if res.returncode:
