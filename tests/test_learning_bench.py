@@ -20,6 +20,14 @@ def _load(name):
     return mod
 
 
+def _bench_args(lb, tmp_path, **changes):
+    """learning.py's parsed arguments: the benchmark's protocol (200 steps, validation every 5, synth, 200 tokens),
+    one arm, one rate, one seed, the record at tmp_path/rec.json; ``changes`` override."""
+    args = dict(tag="t", out=str(tmp_path / "runs"), results=str(tmp_path / "rec.json"), quick=False, lrs=[1e-4],
+                seeds=[1], arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200)
+    return lb.argparse.Namespace(**dict(args, **changes))
+
+
 @pytest.fixture(scope="module")
 def L():
     return _load("_learning")
@@ -130,10 +138,8 @@ def test_report_from_a_record(tmp_path, L, capsys):
                                                     "in_catalog_rate": [1.0, 0.0], "duplicate_rate": [0.0, 0.0]}}}
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(record))
-    args = lb.argparse.Namespace(tag="t", out=str(tmp_path / "runs"), results=str(path), quick=True,
-                                 lrs=[1e-4, 3e-4], seeds=[1, 2], arms=list(lb.ARMS), steps=20, eval_every=10,
-                                 task="synth", task_args="", max_new_tokens=200)
-    b = lb.Bench(args)
+    b = lb.Bench(_bench_args(lb, tmp_path, results=str(path), quick=True, lrs=[1e-4, 3e-4], seeds=[1, 2],
+                             arms=list(lb.ARMS), steps=20, eval_every=10))
     b.record = record
     assert b.chosen("rank") == 3e-4 and b.chosen("sequence") == 1e-4  # sequence's 3e-4 run failed
     assert "sequence" in capsys.readouterr().out  # its best is the grid's lowest: said
@@ -167,11 +173,9 @@ def test_a_record_refuses_another_protocol(tmp_path):
     path.write_text(json.dumps({"runs": {}, "protocol": {"steps": 200, "eval_every": 5, "lrs": [1e-4],
                                                          "task": "synth", "task_args": "",
                                                          "shared": {"max_new_tokens": 200}}}))
-    args = dict(tag="t", out=str(tmp_path / "runs"), results=str(path), quick=False, lrs=[1e-4], seeds=[1],
-                arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200)
-    lb.Bench(lb.argparse.Namespace(**args))  # the record's own settings: accepted
+    lb.Bench(_bench_args(lb, tmp_path, results=str(path)))  # the record's own settings: accepted
     with pytest.raises(SystemExit) as e:
-        lb.Bench(lb.argparse.Namespace(**dict(args, steps=100, task_args="--seed 2")))
+        lb.Bench(_bench_args(lb, tmp_path, results=str(path), steps=100, task_args="--seed 2"))
     assert "--steps 100 (the record's runs used 200)" in str(e.value)
     assert "--task-args '--seed 2' (the record's runs used '')" in str(e.value)
 
@@ -180,13 +184,11 @@ def test_one_process_at_a_time_per_record(tmp_path):
     """A second tune/final on a record another one holds stops, naming the holder (both would rewrite it from
     their own copy and lose runs); a separate record is free."""
     lb = _load("learning")
-    args = dict(tag="t", out=str(tmp_path / "runs"), results=str(tmp_path / "rec.json"), quick=False, lrs=[1e-4],
-                seeds=[1], arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200)
-    first = lb.Bench(lb.argparse.Namespace(**args))
+    first = lb.Bench(_bench_args(lb, tmp_path))  # kept: its lock lives as long as its open lock file
     first.lock()
     with pytest.raises(SystemExit, match=rf"rec.json is in use by another learning.py \(pid {os.getpid()}\)"):
-        lb.Bench(lb.argparse.Namespace(**args)).lock()
-    lb.Bench(lb.argparse.Namespace(**dict(args, results=str(tmp_path / "other.json")))).lock()
+        lb.Bench(_bench_args(lb, tmp_path)).lock()
+    lb.Bench(_bench_args(lb, tmp_path, results=str(tmp_path / "other.json"))).lock()
 
 
 @pytest.mark.slow  # a subprocess
