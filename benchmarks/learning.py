@@ -326,6 +326,11 @@ class Bench:
                        if r and r["status"] == "done" else float("nan"))
         return res
 
+    def grid_complete(self, arm: str) -> bool:
+        """Whether every rate of the arm's grid has a finished seed-1 run."""
+        runs = self.record["runs"]
+        return all(runs.get(run_id(arm, lr, 1), {}).get("status") == "done" for lr in self.arm_grid(arm))
+
     def chosen(self, arm: str) -> Optional[float]:
         lr, lowest = L.choose_lr(self.best_by_lr(arm))
         if lr is not None and lowest:
@@ -415,9 +420,8 @@ class Bench:
                     flat = L.flat_since(*L.with_step0(r["curves"], step0), tol=FLAT_TOL)
                     cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
                                  f"(last {last:.3f}, flat from {flat})")
-            complete = all(runs.get(run_id(arm, g, 1), {}).get("status") == "done" for g in rates)
             note = " (lowest)" if lowest else ""
-            note += "" if complete else " (grid incomplete: best so far)"
+            note += "" if self.grid_complete(arm) else " (grid incomplete: best so far)"
             grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + note) if lr else "-"])
         out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; flat from: the "
                 f"first step after which the curve never rose more than {FLAT_TOL} above its running best)\n",
@@ -437,7 +441,9 @@ class Bench:
                                                                                            step0)
             t = lambda key: [r["test"]["metrics"][key][0] for r in tested]  # noqa: E731
             tr = lambda key: [r["test"][key] for r in tested]  # noqa: E731
-            fin_rows.append([LABELS[arm], lr_name(lr), f"{len(done)}/{len(rs)}", len(tested),
+            # an arm whose grid is still running shows its tuning run under its best rate so far, marked so
+            fin_rows.append([LABELS[arm] + ("" if self.grid_complete(arm) else " (grid incomplete)"), lr_name(lr),
+                             f"{len(done)}/{len(rs)}", len(tested),
                              L.fmt([L.best_point(*L.with_step0(r["curves"], step0))[1] for r in done]),
                              L.fmt(t("rank/ndcg@20")), L.fmt(t("rank/recall@20")), L.fmt(tr("in_catalog_rate"), 2),
                              L.fmt(tr("duplicate_rate"), 2), L.fmt(tr("mean_items"), 1),

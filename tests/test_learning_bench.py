@@ -149,6 +149,9 @@ def test_report_from_a_record(tmp_path, L, capsys):
     assert "rank vs sequence, seed 1: sequence best 0.280 at step 20, rank reaches it at step 10 -> 0.50x" in text
     assert "**rank vs sequence: steps ratio 0.50 ± 0.00** over 2 of 2 seed pairs" in text
     assert "sequence_lr3e-4_s1: exit 0" in text  # failed runs are listed
+    # the final table marks an arm whose grid has a rate without a finished run (sequence: 3e-4 failed)
+    assert "| sequence-level credit (grid incomplete) | 1e-4 | 2/2 |" in text
+    assert "| Rank-GRPO (rank-level credit) | 3e-4 | 2/2 | 2 |" in text
     assert "| popularity lists | 0.100 ± 0.000 |" in text
     sd = ((0.3 - 0.4) ** 2 * 2) ** 0.5  # sample sd of (0.3, 0.5)
     assert f"| Rank-GRPO (rank-level credit) (2 seeds) | 0.400 ± {sd:.3f} | 0.400 ± {sd:.3f} |" in text
