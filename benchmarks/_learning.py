@@ -139,6 +139,13 @@ def choose_lr(best_by_lr: Dict[float, float]) -> Tuple[Optional[float], bool]:
     return lr, lr == min(best_by_lr)
 
 
+def lower_rate(lr: float) -> float:
+    """The next rate below ``lr`` on a 1-3-10 grid (1e-4 -> 3e-5 -> 1e-5): the rate the protocol adds when an
+    arm's best is its grid's lowest."""
+    mantissa, exp = f"{lr:.0e}".split("e")
+    return float(f"1e{int(exp)}") if int(mantissa) >= 3 else float(f"3e{int(exp) - 1}")
+
+
 def steps_ratio(rank: Tuple[Sequence[int], Sequence[float]], seq: Tuple[Sequence[int], Sequence[float]]
                 ) -> Dict[str, Optional[float]]:
     """Steps for the rank-level arm to reach the sequence-level arm's best held-out value, over the steps the

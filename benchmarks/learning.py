@@ -337,6 +337,14 @@ class Bench:
             log(f"{arm}: best rate {lr_name(lr)} is the grid's lowest; the protocol adds a lower one (--lrs)")
         return lr
 
+    def missing_lower(self, arm: str) -> Optional[float]:
+        """The rate the protocol still asks for before an arm's final runs: when its grid is complete and its best
+        is the grid's lowest, the next lower rate (:func:`_learning.lower_rate`); else None."""
+        if not self.grid_complete(arm):
+            return None
+        lr, lowest = L.choose_lr(self.best_by_lr(arm))
+        return L.lower_rate(lr) if lr is not None and lowest else None
+
     def step0(self) -> Optional[float]:
         v = self.record.get("sft", {}).get("val")
         return v["metrics"]["rank/ndcg@20"][0] if v else None
@@ -349,6 +357,10 @@ class Bench:
                 r = self.record["runs"].get(run_id(arm, lr, 1))
                 if not r or r["status"] != "done":
                     todo.append(f"tune  {run_id(arm, lr, 1)}" + (f" ({r['status']})" if r else ""))
+            lower = self.missing_lower(arm)
+            if lower is not None:
+                todo.append(f"tune  {run_id(arm, lower, 1)} (its best is the grid's lowest: "
+                            f"tune --arms {arm} --lrs {lr_name(lower)})")
         for arm in self.a.arms:
             lr = L.choose_lr(self.best_by_lr(arm))[0]
             if lr is None or any(t.startswith(f"tune  {arm}_lr") for t in todo):
@@ -369,8 +381,13 @@ class Bench:
         for seed in self.a.seeds:
             for arm in self.a.arms:
                 lr = self.chosen(arm)
-                if lr is None:
-                    log(f"{arm}: no finished tuning run; run `tune` first")
+                if lr is None or not self.grid_complete(arm):
+                    log(f"{arm}: its grid has a rate without a finished tuning run; run `tune` first (`plan` lists it)")
+                    continue
+                lower = self.missing_lower(arm)
+                if lower is not None:
+                    log(f"{arm}: no final runs before its grid has the lower rate: tune --arms {arm} --lrs "
+                        f"{lr_name(lower)}")
                     continue
                 self.run(arm, lr, seed)
                 self.test_eval(run_id(arm, lr, seed))

@@ -82,6 +82,7 @@ def test_choose_lr_and_steps_ratio(L):
     assert L.choose_lr({1e-4: 0.31, 3e-4: 0.30, 1e-3: float("nan")}) == (1e-4, True)  # the lowest: extend grid
     assert L.choose_lr({1e-4: 0.30, 3e-4: 0.30}) == (1e-4, True)  # a tie goes to the lower rate
     assert L.choose_lr({1e-4: float("nan")}) == (None, False)
+    assert [L.lower_rate(r) for r in (1e-3, 3e-4, 1e-4, 3e-5)] == [3e-4, 1e-4, 3e-5, 1e-5]
     seq = ([0, 10, 20, 30], [0.1, 0.2, 0.25, 0.24])  # best 0.25 at step 20
     assert L.steps_ratio(([0, 10, 20, 30], [0.1, 0.26, 0.3, 0.3]), seq) == {
         "target": 0.25, "sequence_step": 20, "rank_step": 10, "ratio": 0.5}
@@ -166,6 +167,15 @@ def test_report_from_a_record(tmp_path, L, capsys):
     assert "| sequence-level credit | **0.290** @10" in text
     assert [t for t in b.plan() if t.startswith(("tune  rank_l", "tune  sequence_l"))] == [
         "tune  sequence_lr3e-4_s1 (failed)"]
+    # the grid complete and its lowest rate (3e-5) the best: the plan asks for 1e-5 and `final` waits for it
+    put("sequence", 3e-4, 1, [(10, 0.20), (20, 0.21)])
+    assert b.missing_lower("sequence") == 1e-5 and b.missing_lower("rank") is None
+    assert "tune  sequence_lr1e-5_s1 (its best is the grid's lowest: tune --arms sequence --lrs 1e-5)" in b.plan()
+    assert "final sequence: after its grid" in b.plan()
+    b.a.arms, b.a.seeds = ["sequence"], [3]
+    b.final()  # runs nothing (a run here would fail: no launcher in this test) and says why
+    said = capsys.readouterr().out
+    assert "no final runs before its grid has the lower rate: tune --arms sequence --lrs 1e-5" in said
 
 
 def test_a_record_refuses_another_protocol(tmp_path):
