@@ -1,9 +1,10 @@
-"""OpenRLHF's real launcher on CPU with the tiny model, two ways in: GRPO (`group_norm`, format reward) through
-`deepspeed --module openrlhf.cli.train_ppo_ray` and Rank-GRPO (`rank_grpo`, catalog reward, K = 10, the legacy
-`--advantage_estimator` spelling) through `python -m openrlhf.cli.train_ppo_ray` train 3 steps with every weight
-sync verified and save a checkpoint that transformers reloads; the Rank-GRPO run shows the cross-process parts
-in-process tests cannot (the start-up hook in every Ray worker, the options reaching the rollout actors, the per-rank
-hits crossing Ray to the estimator, the rank-level loss, the per-rank metrics in the logged status and TensorBoard).
+"""OpenRLHF's real launcher on CPU with the tiny model: GRPO (`group_norm`, format reward) through
+`deepspeed --module openrlhf.cli.train_ppo_ray` trains 3 steps with every weight sync verified and saves a checkpoint
+that transformers reloads, its weights moved. The Rank-GRPO run of the same launcher (`python -m`, catalog reward,
+K = 10, the legacy `--advantage_estimator` spelling) is the one `test_resume.py` kills and resumes; its checks of the
+cross-process parts in-process tests cannot see (the start-up hook in every Ray worker, the options reaching the
+rollout actors, the per-rank hits crossing Ray to the estimator, the rank-level loss, the per-rank metrics in the
+logged status and TensorBoard) are :func:`check_rank_grpo_run`, run on both halves of that run.
 The same run with the sync fix disabled (`RANK_GRPO_PLUGIN_CPU_FAULT=null_sync`: broadcasts that move nothing, as
 vLLM's PyNccl does without NCCL) stops with WeightSyncError instead of training on garbage; an unsupported option is
 refused before any model loads."""
@@ -66,49 +67,60 @@ def _deepspeed_runner(args):
     return ["-m", "deepspeed.launcher.runner", "--master_port", port, "--module", *args[1:]]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("estimator", ["group_norm", "rank_grpo"])
-def test_trains_three_steps_with_verified_sync(run_py, tiny_model, prompt_data, tmp_path, estimator):
-    """GRPO baseline (format reward) through the deepspeed launcher, Rank-GRPO (catalog reward; an untrained random
-    model earns ~0) through python -m with K = 10 and the legacy estimator flag."""
-    out_dir = tmp_path / "out"
-    if estimator == "group_norm":
-        args = _deepspeed_runner(launcher_args(tiny_model, prompt_data, out_dir))
-    else:
-        args = launcher_args(tiny_model, prompt_data, out_dir, "--rank_grpo.num_ranks", "10",
-                             "--logger.tensorboard_dir", str(tmp_path / "tb"), estimator=estimator)
-        i = args.index("--algo.advantage.estimator")
-        args[i] = "--advantage_estimator"  # the pre-0.10 spelling the plugin keeps working
-    res = run_py(args, timeout=900, cwd=str(tmp_path))
-    log = res.stdout
-    assert res.returncode == 0, log[-6000:]
+def rank_grpo_args(model, data, out_dir, tb_dir, *extra):
+    """The Rank-GRPO launcher run: K = 10, TensorBoard on, and the pre-0.10 `--advantage_estimator` spelling the
+    plugin keeps working."""
+    args = launcher_args(model, data, out_dir, "--rank_grpo.num_ranks", "10", "--logger.tensorboard_dir", str(tb_dir),
+                         *extra, estimator="rank_grpo")
+    args[args.index("--algo.advantage.estimator")] = "--advantage_estimator"
+    return args
+
+
+def check_steps(log: str, first: int, last: int):
+    """Every weight sync verified (>= 2 tensor checksums each) and the steps ``first..last`` logged with finite
+    reward, loss and gradient norm; returns the steps' metrics."""
     verified = re.findall(r"weight sync #(\d+) verified: (\d+) tensor checksums match", log)
-    assert [int(k) for k, _ in verified] == [1, 2, 3], log[-4000:]
-    assert all(int(n) >= 2 for _, n in verified)
+    assert verified and all(int(n) >= 2 for _, n in verified), log[-4000:]
     steps = _steps(log)
-    assert [s for s, _ in steps] == [1, 2, 3]
+    assert [s for s, _ in steps] == list(range(first, last + 1)), log[-4000:]
     for _, metrics in steps:
         for key in ("reward", "rollout/reward_mean", "policy_loss", "actor_grad_norm"):
             assert math.isfinite(metrics.get(key, math.nan)), (key, metrics)
-    if estimator == "rank_grpo":
-        assert "[rank_grpo_plugin] Rank-GRPO active: K=10" in log
-        assert "Loading custom `reward_func" in log and "rank_grpo_plugin/openrlhf/reward.py" in log
-        keys = ("rank_grpo/ndcg", "rank_grpo/hit_r01", "rank_grpo/hit_r10", "rank_grpo/reward_r01",
-                "rank_grpo/adv_r01", "rank_grpo/adv_r10", "rank_grpo/clip_frac_low", "rank_grpo/clip_frac_high",
-                "rank_grpo/ratio_mean", "rank_grpo/items_emitted", "rank_grpo/in_catalog_rate")
-        assert all(math.isfinite(m.get(k, math.nan)) for _, m in steps for k in keys), log[-3000:]
-        assert all("rank_grpo/hit_r11" not in m for _, m in steps)  # K = 10
-        assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
-    # the saved actor is a normal HF checkpoint
+    return [m for _, m in steps]
+
+
+def check_rank_grpo_run(log: str, steps, tb_dir: Path) -> None:
+    """A Rank-GRPO launcher run (:func:`rank_grpo_args`) had the plugin active in every process that needs it: K = 10
+    announced, the plugin's reward function loaded, the per-rank metrics finite in every step's status (ranks 1..10,
+    none past K) and TensorBoard written."""
+    assert "[rank_grpo_plugin] Rank-GRPO active: K=10" in log
+    assert "Loading custom `reward_func" in log and "rank_grpo_plugin/openrlhf/reward.py" in log
+    keys = ("rank_grpo/ndcg", "rank_grpo/hit_r01", "rank_grpo/hit_r10", "rank_grpo/reward_r01",
+            "rank_grpo/adv_r01", "rank_grpo/adv_r10", "rank_grpo/clip_frac_low", "rank_grpo/clip_frac_high",
+            "rank_grpo/ratio_mean", "rank_grpo/items_emitted", "rank_grpo/in_catalog_rate")
+    assert all(math.isfinite(m.get(k, math.nan)) for m in steps for k in keys), log[-3000:]
+    assert all("rank_grpo/hit_r11" not in m for m in steps)  # K = 10
+    assert any(tb_dir.rglob("events.out.tfevents*"))
+
+
+@pytest.mark.slow
+def test_trains_three_steps_with_verified_sync(run_py, tiny_model, prompt_data, tmp_path):
+    """GRPO baseline (format reward) through the deepspeed launcher: 3 verified syncs and steps, and the saved actor
+    is a normal HF checkpoint whose weights moved (the format reward is non-zero for a random model)."""
+    out_dir = tmp_path / "out"
+    res = run_py(_deepspeed_runner(launcher_args(tiny_model, prompt_data, out_dir)), timeout=900, cwd=str(tmp_path))
+    log = res.stdout
+    assert res.returncode == 0, log[-6000:]
+    assert [int(k) for k in re.findall(r"weight sync #(\d+) verified", log)] == [1, 2, 3], log[-4000:]
+    steps = check_steps(log, 1, 3)
     from transformers import AutoModelForCausalLM
 
     trained = AutoModelForCausalLM.from_pretrained(str(out_dir))
     a = trained.state_dict()["lm_head.weight"].float()
     assert torch.isfinite(a).all()
-    if estimator == "group_norm":  # non-zero rewards -> the weights moved away from the initial tiny model
-        assert any(m["actor_grad_norm"] > 0 for _, m in steps)
-        b = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()["lm_head.weight"]
-        assert not torch.allclose(a, b.to(torch.bfloat16).float())
+    assert any(m["actor_grad_norm"] > 0 for m in steps)
+    b = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()["lm_head.weight"]
+    assert not torch.allclose(a, b.to(torch.bfloat16).float())
 
 
 @pytest.mark.slow

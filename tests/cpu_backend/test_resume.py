@@ -1,6 +1,7 @@
 """Resume after a kill, through OpenRLHF's real launcher on CPU with Rank-GRPO: a run that checkpoints every 2 steps
 (`--ckpt.save_steps 2`) is killed with SIGKILL (its process group and every process it started) after step 3, and
-restarted with the same command plus `--ckpt.load_enable`.
+restarted with the same command plus `--ckpt.load_enable`. It is also the suite's Rank-GRPO launcher run: both halves
+pass `test_cpu_launcher.check_rank_grpo_run` (K = 10, the legacy estimator flag, per-rank metrics, TensorBoard).
 
 What OpenRLHF's resume gives, against numbers worked out from the episode plan (6 prompts, 2 per step, 8 samples per
 step = one optimizer step per global step, 2 episodes: 6 steps):
@@ -30,10 +31,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from openrlhf_compat.logs import parse_steps
 from openrlhf_cpu.procs import kill_marked
 
-from test_cpu_launcher import launcher_args  # noqa: E402  (pytest puts this folder on sys.path)
+# pytest puts this folder on sys.path
+from test_cpu_launcher import check_rank_grpo_run, check_steps, rank_grpo_args  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend test; GPU resume is OpenRLHF's own")]
@@ -73,11 +74,12 @@ def _adam_state(ckpt: Path, step: int):
 
 def test_killed_run_resumes_from_its_checkpoint(run_py, base_env, tiny_model, prompt_data, tmp_path):
     # 6 prompts, 2 per step: 3 steps per episode, 2 episodes
-    args = launcher_args(tiny_model, prompt_data, tmp_path / "model", "--ckpt.path", str(tmp_path / "ckpt"),
-                         "--ckpt.save_steps", "2", "--train.num_episodes", "2", "--train.seed", "7",
-                         estimator="rank_grpo")
+    tb = tmp_path / "tb"
+    args = rank_grpo_args(tiny_model, prompt_data, tmp_path / "model", tb, "--ckpt.path", str(tmp_path / "ckpt"),
+                          "--ckpt.save_steps", "2", "--train.num_episodes", "2", "--train.seed", "7")
     killed = _kill_after(args, base_env, str(tmp_path), "Global step 3:")
-    assert [s.step for s in parse_steps(killed)] == [1, 2, 3]
+    check_rank_grpo_run(killed, check_steps(killed, 1, 3), tb)
+    assert [int(k) for k in re.findall(r"weight sync #(\d+) verified", killed)] == [1, 2, 3]
     assert (tmp_path / "ckpt" / "_actor" / "global_step2").is_dir(), killed[-3000:]
     adam_at_2 = _adam_state(tmp_path / "ckpt", 2)
     t = time.time()
@@ -86,8 +88,7 @@ def test_killed_run_resumes_from_its_checkpoint(run_py, base_env, tiny_model, pr
     assert resumed.returncode == 0, log[-6000:]
     assert "Loading the checkpoint: " + str(tmp_path / "ckpt" / "_actor") in log, log[-4000:]
     # step counter and data position: the 4 batches the plan had left, numbered on from the checkpoint
-    assert [s.step for s in parse_steps(log)] == [3, 4, 5, 6], log[-4000:]
-    assert "[rank_grpo_plugin] Rank-GRPO active" in log
+    check_rank_grpo_run(log, check_steps(log, 3, 6), tb)
     # the loaded weights reach the engine before the first rollout (sync #1), then one sync per step
     assert len(re.findall(r"weight sync #\d+ verified", log)) == 5
     assert log.index("weight sync #1 verified") < log.index("Global step 3:")
