@@ -58,7 +58,7 @@ fi
 # The package with every optional feature the tests exercise (eval plots, Stage-1 embedder, SmolLM2 from GGUF).
 # torch is repeated on each line so no dependency can swap it for another build.
 if (( core_only )); then
-  "${PIP[@]}" -e ".[eval]" pytest tokenizers torch==2.13.0
+  "${PIP[@]}" -e ".[eval]" pytest pytest-xdist tokenizers torch==2.13.0
 elif (( launcher_only )); then
   "${PIP[@]}" -e . torch==2.13.0
 else

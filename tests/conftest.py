@@ -82,3 +82,20 @@ def pytest_runtest_makereport(item, call):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_make_collect_report(collector):  # module-level importorskip
     _forbid_skip((yield).get_result())
+
+
+# --- order: the long launcher runs first -----------------------------------------------------------------------
+# Under `-n 2` (pytest-xdist, `--dist loadfile`) a file goes to whichever worker is free, in collection order: the
+# files holding the longest runs go first so that neither worker is left with one of them at the end (longest
+# processing time first). Serially the order changes nothing but when each test runs.
+LONG_FILES = ("test_main_job.py", "test_cpu_faults.py", "test_resume.py", "test_cpu_launcher.py",
+              "test_stage1_vllm.py", "test_patches.py", "test_self_contained.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        name = item.path.name
+        return (LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES),
+                0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
