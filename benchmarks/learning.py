@@ -464,10 +464,10 @@ class Bench:
                              L.fmt([L.best_point(*L.with_step0(r["curves"], step0))[1] for r in done]),
                              L.fmt(t("rank/ndcg@20")), L.fmt(t("rank/recall@20")), L.fmt(tr("in_catalog_rate"), 2),
                              L.fmt(tr("duplicate_rate"), 2), L.fmt(tr("mean_items"), 1),
-                             L.fmt([L.mean_sd(r["curves"]["clip_low"])[0] for r in done], 4)])
+                             L.fmt([L.clip_fraction(r["curves"]) for r in done], 4)])
         out += ["\n### Final runs at each arm's rate: mean ± sd over seeds\n",
                 L.table(["arm", "lr", "runs ok", "tested", "best val NDCG@20", "test NDCG@20", "test Recall@20",
-                         "test in-catalog", "test duplicates", "test items", "clip fraction (low / all)"], fin_rows)]
+                         "test in-catalog", "test duplicates", "test items", "clipped tokens"], fin_rows)]
         out += self.cutoff_table()
         # steps ratio, per seed and on the mean curves
         ratio_lines = []

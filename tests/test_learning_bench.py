@@ -48,6 +48,10 @@ def test_curves_from_a_launcher_log(tmp_path, L):
     assert c["hits"][3] == [1.0, 0.5]  # ranks in order, whatever the log's key order
     assert c["eval_step"] == [2, 4] and c["eval_ndcg"] == pytest.approx([0.22, 0.24])  # one per step
     assert c["clip_low"] == [0.01] * 4 and all(math.isnan(x) for x in c["clip_high"])
+    assert L.clip_fraction(c) == pytest.approx(0.01)  # no high side logged: the low side is all of it
+    # the rank-level loss logs both sides: a step's clipped fraction is their sum, then the mean over steps
+    assert L.clip_fraction({"clip_low": [0.01, 0.03], "clip_high": [0.002, 0.004]}) == pytest.approx(0.023)
+    assert L.clip_fraction({"clip_low": [0.01, 0.03]}) == pytest.approx(0.02)  # a record without clip_high
     assert L.with_step0(c, 0.15) == ([0, 2, 4], [0.15, 0.22, 0.24])
     assert L.with_step0(c, None) == ([2, 4], [0.22, 0.24])
 
