@@ -68,7 +68,7 @@ EXTRAS = {
     "smollm2": ["gguf>=0.10", "accelerate>=0.26", "transformers>=4.40"],
 }
 EXTRAS["test"] = sorted(
-    {"pytest>=7", "pytest-xdist>=3.5", "tokenizers>=0.15"}  # xdist: README's whole-suite command runs two workers
+    {"pytest>=7", "pytest-xdist>=3.6", "tokenizers>=0.15"}  # xdist: README's whole-suite command runs two workers
     | {req for name in ("eval", "stage1", "smollm2") for req in EXTRAS[name]}
 )
 
