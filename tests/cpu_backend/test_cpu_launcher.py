@@ -76,11 +76,13 @@ def rank_grpo_args(model, data, out_dir, tb_dir, *extra):
     return args
 
 
-def check_steps(log: str, first: int, last: int):
-    """Every weight sync verified (>= 2 tensor checksums each) and the steps ``first..last`` logged with finite
-    reward, loss and gradient norm; returns the steps' metrics."""
+def check_steps(log: str, first: int, last: int, syncs=None):
+    """Every weight sync verified (>= 2 tensor checksums each; numbered ``syncs`` when given) and the steps
+    ``first..last`` logged with finite reward, loss and gradient norm; returns the steps' metrics."""
     verified = re.findall(r"weight sync #(\d+) verified: (\d+) tensor checksums match", log)
     assert verified and all(int(n) >= 2 for _, n in verified), log[-4000:]
+    if syncs is not None:
+        assert [int(k) for k, _ in verified] == list(syncs), log[-4000:]
     steps = _steps(log)
     assert [s for s, _ in steps] == list(range(first, last + 1)), log[-4000:]
     for _, metrics in steps:
@@ -111,8 +113,7 @@ def test_trains_three_steps_with_verified_sync(run_py, tiny_model, prompt_data, 
     res = run_py(_deepspeed_runner(launcher_args(tiny_model, prompt_data, out_dir)), timeout=900, cwd=str(tmp_path))
     log = res.stdout
     assert res.returncode == 0, log[-6000:]
-    assert [int(k) for k in re.findall(r"weight sync #(\d+) verified", log)] == [1, 2, 3], log[-4000:]
-    steps = check_steps(log, 1, 3)
+    steps = check_steps(log, 1, 3, syncs=[1, 2, 3])
     from transformers import AutoModelForCausalLM
 
     trained = AutoModelForCausalLM.from_pretrained(str(out_dir))
