@@ -53,7 +53,9 @@ def test_integration_suite_through_the_registry(tmp_path):
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
            str(here / "test_cli.py"), str(here / "test_estimator.py"), str(here / "test_policy_loss.py"),
            str(here / "test_activation.py"), str(here / "test_reward.py"),
-           "-k", "not wheel and not real_script"]
+           # the Ray actor test is left to the unpatched run: a Ray worker activates through the same .pth hook as
+           # the fresh processes of test_activation's import test, which checks the registry path here
+           "-k", "not wheel and not real_script and not ray_actor"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-3000:]
     assert " passed" in res.stdout
