@@ -64,8 +64,10 @@ def curves(log: Path) -> Dict[str, list]:
         "items": [s.get("rank_grpo/items_emitted", nan) for s in train],
         "response_length": [s.get("response_length", nan) for s in train],
         "hits": [rank_series(s, "hit") for s in train],
-        # rank-level loss: clip_frac_low/high per token; OpenRLHF's losses (ppo, gspo): clip_ratio
-        "clip_low": [s.get("rank_grpo/clip_frac_low", s.get("clip_ratio", nan)) for s in train],
+        # rank-level loss: clip_frac_low/high per token; OpenRLHF's losses (ppo, gspo): ppo_clip_ratio (0.11;
+        # clip_ratio before)
+        "clip_low": [s.get("rank_grpo/clip_frac_low", s.get("ppo_clip_ratio", s.get("clip_ratio", nan)))
+                     for s in train],
         "clip_high": [s.get("rank_grpo/clip_frac_high", nan) for s in train],
         "kl": [s.get("kl", nan) for s in train],
         "eval_step": [s.step for s in evals],

@@ -54,6 +54,10 @@ def test_curves_from_a_launcher_log(tmp_path, L):
     assert L.clip_fraction({"clip_low": [0.01, 0.03]}) == pytest.approx(0.02)  # a record without clip_high
     assert L.with_step0(c, 0.15) == ([0, 2, 4], [0.15, 0.22, 0.24])
     assert L.with_step0(c, None) == ([2, 4], [0.22, 0.24])
+    # OpenRLHF's own losses (GRPO, GSPO) log one both-sides fraction, ppo_clip_ratio in 0.11
+    (tmp_path / "grpo.log").write_text("(PPOTrainer pid=1) Global step 1: {'reward': 0.2, 'ppo_clip_ratio': 0.004}\n"
+                                       "(PPOTrainer pid=1) Global step 2: {'reward': 0.3, 'ppo_clip_ratio': 0.006}\n")
+    assert L.clip_fraction(L.curves(tmp_path / "grpo.log")) == pytest.approx(0.005)
 
 
 def test_statistics(L):
