@@ -77,7 +77,7 @@ def curves(log: Path) -> Dict[str, list]:
 
 def clip_fraction(c: Dict[str, list]) -> float:
     """A run's clipped-token fraction, mean over its steps: both sides (``clip_low + clip_high``) for the rank-level
-    loss, which logs them apart; OpenRLHF's own ``clip_ratio`` (already both sides) for its losses."""
+    loss, which logs them apart; OpenRLHF's own ``ppo_clip_ratio`` (already both sides) for its losses."""
     low = c["clip_low"]
     high = (c.get("clip_high") or []) + [float("nan")] * len(low)  # absent or NaN: no separate high side
     return mean_sd([lo + (hi if math.isfinite(hi) else 0.0) for lo, hi in zip(low, high)])[0]
