@@ -40,6 +40,7 @@ _CPU_BACKEND = {
     "openrlhf.trainer.ray.vllm_engine:RolloutRayActor.update_weight":
         "f45884e1ca34de05723292b7458939120111cfaa56f7f4594ab2c069a44f1cca",
     "openrlhf.utils.utils:get_strategy": "be0c2a9f22b91fa67118fcde01f4c416c76343f0888626bea4c0963196312b60",
+    "openrlhf.utils.config:hierarchize": "b1125e611a024351c8fce92fbf3d992dc958d671792cfbae231ca660fb490629",
 }
 # CPU backend, engine watchdog (openrlhf_cpu/engines.py): the rollout loop it diagnoses; 0.11.1 changed its body
 _SG = "openrlhf.trainer.ppo_utils.samples_generator:SamplesGenerator._generate_vllm"

@@ -27,7 +27,9 @@ concern (module)                                 what it replaces
                                                  whole sync through vLLM's in-place ``reload_weights``; answers
                                                  the checksum query (``RolloutRayActor.update_weight`` verified)
 :mod:`.driver`                                   ``get_strategy``: refuses CPU-unsupported options (all at once),
-                                                 attention defaults to ``sdpa``; ``ray.init`` of a new local
+                                                 attention defaults to ``sdpa``; the same checks run before Ray
+                                                 starts on the launcher's arguments (``hierarchize``'s result,
+                                                 found through the parse); ``ray.init`` of a new local
                                                  cluster declares logical GPUs/CPUs, drops a meaningless
                                                  ``CUDA_VISIBLE_DEVICES``; a cluster without GPUs is refused
 :mod:`.engines`                                  ``ActorPPOTrainer._init_vllm_sync_group``: waits for the vLLM
@@ -82,6 +84,7 @@ def _targets():
         ("torch", cuda.patch_torch_cuda),
         ("ray", driver.patch_ray_init),
         ("openrlhf.utils.utils", driver.patch_get_strategy),
+        ("openrlhf.utils.config", driver.patch_hierarchize),
         ("openrlhf.trainer.ppo_utils.replay_buffer", cuda.patch_replay_buffer),
         ("openrlhf.utils.distributed_util", weight_sync.patch_distributed_util),
         ("openrlhf.trainer.ray.ppo_actor", weight_sync.patch_ppo_actor),

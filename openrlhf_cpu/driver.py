@@ -1,5 +1,5 @@
-"""Driver side: refuse OpenRLHF options that cannot run on CPU (all problems at once), and make ``ray.init`` of a
-new local cluster offer the logical GPUs OpenRLHF's placement groups ask for."""
+"""Driver side: refuse OpenRLHF options that cannot run on CPU (all problems at once) before Ray starts, and make
+``ray.init`` of a new local cluster offer the logical GPUs OpenRLHF's placement groups ask for."""
 from __future__ import annotations
 
 import inspect
@@ -73,6 +73,47 @@ def patch_get_strategy(mod) -> None:
     PATCHES["get_strategy"] = "CPU option checks"
 
 
+# OpenRLHF's launcher in this process: the namespace its parser returned ("parsed") and the nested one
+# ``openrlhf.utils.config.hierarchize`` made of it ("args"), on which the launcher derives options before Ray starts
+_LAUNCHER: dict = {}
+
+
+def _remember_launcher_args(parser, ns, argv) -> None:
+    """Parse step: keep the namespace of a parser that holds every option of RULES (OpenRLHF's launcher)."""
+    if all(f"--{name}" in parser._option_string_actions for name, _, _ in RULES):
+        _LAUNCHER.clear()
+        _LAUNCHER["parsed"] = ns
+
+
+def patch_hierarchize(mod) -> None:
+    """Wraps ``openrlhf.utils.config.hierarchize``: remember the nested namespace made of the launcher's parse."""
+    if getattr(mod.hierarchize, "_rank_grpo_cpu", False):
+        return
+    original = require(mod, "hierarchize")
+
+    def hierarchize(args):
+        # Wraps openrlhf.utils.config.hierarchize (OpenRLHF 0.10.4-0.11.2): same result, remembered.
+        result = original(args)
+        if _LAUNCHER.get("parsed") is args:
+            _LAUNCHER["args"] = result
+        return result
+
+    hierarchize._rank_grpo_cpu = True
+    hierarchize.__wrapped__ = original
+    mod.hierarchize = hierarchize
+    PATCHES["hierarchize"] = "the launcher's arguments, for the CPU option checks before Ray starts"
+
+
+def _check_before_ray(ray, args, kwargs):
+    """ray.init step: the CPU option checks on the launcher's arguments as the launcher left them (options it
+    derives after parsing included, e.g. --ds.packing_samples from --train.dynamic_batch_enable), so a refused
+    option costs no Ray start-up. ``get_strategy`` checks again: a script may build its arguments without the
+    launcher's parser."""
+    if "args" in _LAUNCHER:
+        check_args(_LAUNCHER["args"])
+    return args, kwargs
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -125,11 +166,14 @@ def _joined_cluster_has_gpus(ray, result, args, kwargs) -> None:
 
 
 def patch_ray_init(ray) -> None:
-    """Two steps of the one ``ray.init`` wrapper (:func:`rank_grpo_plugin.hooks.on_ray_init`)."""
-    from rank_grpo_plugin.hooks import on_ray_init
+    """Three steps of the one ``ray.init`` wrapper (:func:`rank_grpo_plugin.hooks.on_ray_init`) and the parse step
+    that feeds the first (:func:`rank_grpo_plugin.hooks.on_parse_args`)."""
+    from rank_grpo_plugin.hooks import on_parse_args, on_ray_init
 
     init = getattr(ray, "init", None)
     if init is None or not callable(init) or "num_gpus" not in inspect.signature(init).parameters:
         raise UpstreamChanged(f"{TAG} ray.init has no num_gpus parameter (Ray {getattr(ray, '__version__', '?')})")
+    on_parse_args("cpu_backend_options", after=_remember_launcher_args)
+    on_ray_init("cpu_backend_options", before=_check_before_ray)
     on_ray_init("cpu_backend", before=_local_cluster_resources, after=_joined_cluster_has_gpus)
-    PATCHES["ray.init"] = "logical GPUs for local clusters"
+    PATCHES["ray.init"] = "CPU option checks before Ray starts; logical GPUs for local clusters"

@@ -6,20 +6,24 @@ knowledge, standard library only.
   it already has). One ``sys.meta_path`` finder serves every caller; it reacts to nothing but the watched names.
 * :func:`on_ray_init` -- the one ``ray.init`` wrapper: callers add a step that adjusts the call's arguments
   (``before``) and/or checks its result (``after``).
+* :func:`on_parse_args` -- the one ``argparse.ArgumentParser.parse_known_args`` wrapper (``parse_args`` goes
+  through it): callers add a step that sees each parser before it parses (``before``: add flags) and the namespace
+  it returns (``after``: validate, remember).
 * :func:`env_flag` -- the one parser of boolean environment variables.
 
 Nothing here imports torch, OpenRLHF or Ray at import time.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
 import threading
 from typing import Callable, Dict, List, Optional
 
-__all__ = ["parse_bool", "env_flag", "disabled", "when_imported", "finder_installed", "on_ray_init", "FINDER_MARK",
-           "DISABLE_ENV"]
+__all__ = ["parse_bool", "env_flag", "disabled", "when_imported", "finder_installed", "on_ray_init", "on_parse_args",
+           "FINDER_MARK", "DISABLE_ENV"]
 
 DISABLE_ENV = "RANK_GRPO_PLUGIN_DISABLE"  # opts out of everything: the adapter and the CPU backend
 
@@ -185,3 +189,54 @@ def _wrap_ray_init(ray) -> None:
     init._rank_grpo_wrapper = True
     init.steps = lambda: [step[0] for step in _RAY_STEPS]
     ray.init = init
+
+
+# ------------------------------------------------------------------------------------------------ argparse wrapper
+_PARSE_STEPS: List[tuple] = []  # (name, before(parser, argv), after(parser, namespace, argv))
+
+
+def on_parse_args(name: str, before: Optional[Callable] = None, after: Optional[Callable] = None) -> None:
+    """Add a step to the one ``argparse.ArgumentParser.parse_known_args`` wrapper (installed by the first call).
+
+    Every parser of the process passes through it, so a step first decides whether the parser is its concern (e.g.
+    by the option strings it holds). ``before(parser, argv)`` runs before the parse, ``after(parser, namespace,
+    argv)`` on its result; ``argv`` is the list being parsed (``sys.argv[1:]`` when none was given). A step that
+    finds a problem calls ``parser.error`` (the launcher exits 2 with its usage line). Steps run in the order they
+    were added; adding the same ``name`` twice keeps the first. A parse started from inside a step on the same parser
+    runs unwrapped."""
+    with _LOCK:
+        if any(step[0] == name for step in _PARSE_STEPS):
+            return
+        _PARSE_STEPS.append((name, before, after))
+        _wrap_parse_known_args()
+
+
+def _wrap_parse_known_args() -> None:
+    original = argparse.ArgumentParser.parse_known_args
+    if getattr(original, "_rank_grpo_wrapper", False):
+        return
+
+    @functools.wraps(original)
+    def parse_known_args(self, args=None, namespace=None):
+        # Wraps argparse.ArgumentParser.parse_known_args: the registered steps around the stdlib parse.
+        if getattr(self, "_rank_grpo_busy", False):
+            return original(self, args, namespace)
+        argv = list(sys.argv[1:] if args is None else args)
+        with _LOCK:
+            steps = list(_PARSE_STEPS)
+        self._rank_grpo_busy = True
+        try:
+            for _, before, _ in steps:
+                if before is not None:
+                    before(self, argv)
+            namespace, rest = original(self, args, namespace)
+            for _, _, after in steps:
+                if after is not None:
+                    after(self, namespace, argv)
+        finally:
+            self._rank_grpo_busy = False
+        return namespace, rest
+
+    parse_known_args._rank_grpo_wrapper = True
+    parse_known_args.steps = lambda: [step[0] for step in _PARSE_STEPS]
+    argparse.ArgumentParser.parse_known_args = parse_known_args

@@ -6,9 +6,9 @@ The same names as ``openrlhf.utils.extensions`` (:data:`ADVANTAGE_ESTIMATORS`, :
 * ``RemoteExperienceMaker.compute_advantages_and_returns``: a registered estimator replaces the body;
 * ``ActorPPOTrainer.__init__``: a registered policy loss replaces ``PolicyLoss`` (built ``(args, tokenizer=)``);
 * ``ActorPPOTrainer.training_step``: a loss with ``needs_experience`` gets ``experience=`` (the micro-batch);
-* ``argparse.ArgumentParser.parse_known_args`` (stdlib; acts only on OpenRLHF's ``train_ppo_ray`` parser,
-  recognised by its option strings, with the release's ``choices`` checked): the CLI extensions' flags and
-  validation, as the patched launcher calls them.
+* ``argparse.ArgumentParser.parse_known_args`` (stdlib, through :func:`rank_grpo_plugin.hooks.on_parse_args`; acts
+  only on OpenRLHF's ``train_ppo_ray`` parser, recognised by its option strings, with the release's ``choices``
+  checked): the CLI extensions' flags and validation, as the patched launcher calls them.
 
 Each wrapped function is checked against :mod:`openrlhf_compat`. A mismatch never touches runs that use no registered
 name; a run that does gets :class:`~openrlhf_compat.OpenRLHFChanged` naming the function. Not used when OpenRLHF ships
@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from rank_grpo_plugin._registry import Registry
 
 import openrlhf_compat
-from rank_grpo_plugin.hooks import when_imported
+from rank_grpo_plugin.hooks import on_parse_args, when_imported
 
 ADVANTAGE_ESTIMATORS: Registry = Registry("advantage estimator")
 POLICY_LOSSES: Registry = Registry("policy loss")
@@ -132,42 +131,33 @@ def _mentions_ours(argv: List[str]) -> bool:
     return any(a in names or a.split("=")[-1] in names or a.startswith("--rank_grpo.") for a in argv)
 
 
-def _install_parser_hook() -> None:
-    current = argparse.ArgumentParser.parse_known_args
-    if getattr(current, "_rank_grpo_patch", False):
+def _add_flags(parser: argparse.ArgumentParser, argv: List[str]) -> None:
+    """Parse step: the CLI extensions' flags on OpenRLHF's launcher parser (when it is the supported release's)."""
+    if not is_openrlhf_ppo_parser(parser):
         return
-    original = current
+    problem = parser_problem(parser)
+    parser._rank_grpo_unsupported = problem is not None
+    if problem is not None:
+        if _mentions_ours(argv):
+            parser.error(problem)
+        return
+    for extension in CLI_EXTENSIONS:
+        extension.add_arguments(parser)
 
-    @functools.wraps(original)
-    def parse_known_args(self, args=None, namespace=None):
-        if getattr(self, "_rank_grpo_busy", False) or not is_openrlhf_ppo_parser(self):
-            return original(self, args, namespace)
-        argv = list(sys.argv[1:] if args is None else args)
-        problem = parser_problem(self)
-        if problem is not None:
-            if _mentions_ours(argv):
-                self.error(problem)
-            return original(self, args, namespace)
-        for extension in CLI_EXTENSIONS:
-            extension.add_arguments(self)
-        self._rank_grpo_busy = True
+
+def _validate(parser: argparse.ArgumentParser, ns: Any, argv: List[str]) -> None:
+    """Parse step: the CLI extensions' validation of what the launcher parser returned."""
+    if not is_openrlhf_ppo_parser(parser) or getattr(parser, "_rank_grpo_unsupported", True):
+        return
+    for extension in CLI_EXTENSIONS:
         try:
-            ns, rest = original(self, args, namespace)
-        finally:
-            self._rank_grpo_busy = False
-        for extension in CLI_EXTENSIONS:
-            try:
-                extension.validate(ns, argv)
-            except ValueError as e:
-                self.error(str(e))
-        return ns, rest
-
-    parse_known_args._rank_grpo_patch = True
-    argparse.ArgumentParser.parse_known_args = parse_known_args
+            extension.validate(ns, argv)
+        except ValueError as e:
+            parser.error(str(e))
 
 
 def install() -> None:
     """Provide the extension points in this process (idempotent; patches each module when it is imported)."""
-    _install_parser_hook()
+    on_parse_args("rank_grpo_cli_extensions", before=_add_flags, after=_validate)
     when_imported(_EM, _patch_experience_maker)
     when_imported(_PA, _patch_ppo_actor)

@@ -135,8 +135,12 @@ def test_broken_weight_sync_fails_loudly(run_py, tiny_model, prompt_data, tmp_pa
 
 
 @pytest.mark.slow
-def test_unsupported_option_refused_by_launcher(run_py, tiny_model, prompt_data, tmp_path):
-    res = run_py(launcher_args(tiny_model, prompt_data, tmp_path / "out", "--train.async_enable"),
-                 timeout=300, cwd=str(tmp_path))
+def test_unsupported_options_refused_by_launcher_before_ray(run_py, tiny_model, prompt_data, tmp_path):
+    """A refused option given as a flag and one the launcher derives after parsing (--train.dynamic_batch_enable
+    turns on --ds.packing_samples) are both named, before Ray starts."""
+    res = run_py(launcher_args(tiny_model, prompt_data, tmp_path / "out", "--train.async_enable",
+                               "--train.dynamic_batch_enable"), timeout=300, cwd=str(tmp_path))
+    out = res.stdout
     assert res.returncode != 0
-    assert "cannot run on the CPU backend" in res.stdout and "--train.async_enable" in res.stdout, res.stdout[-4000:]
+    assert "cannot run on the CPU backend" in out and "--train.async_enable" in out, out[-4000:]
+    assert "--ds.packing_samples" in out and "Started a local Ray instance" not in out, out[-4000:]

@@ -92,6 +92,39 @@ def test_supported_options_pass_and_flash_attention_default_becomes_sdpa(monkeyp
         driver.check_args(_args(ds__attn_implementation="flash_attention_2"))
 
 
+def test_refusal_comes_before_ray_from_the_launcher_namespace(monkeypatch):
+    """The parse step keeps the namespace of a parser holding every refused option (OpenRLHF's launcher); the
+    wrapped ``hierarchize`` remembers the nested namespace made of it, and the ray.init step checks that one as the
+    launcher left it: an option the launcher derives after parsing (packing from --train.dynamic_batch_enable) is
+    refused too. Other parsers, and other namespaces passed to ``hierarchize``, are ignored."""
+    import argparse
+
+    import openrlhf.utils.config as oc
+
+    monkeypatch.setattr(driver, "_LAUNCHER", {})
+    assert getattr(oc.hierarchize, "_rank_grpo_cpu", False)  # the CPU backend is active in this process
+    other = argparse.ArgumentParser()
+    other.add_argument("--train.async_enable", action="store_true")
+    driver._remember_launcher_args(other, other.parse_args(["--train.async_enable"]), [])
+    assert oc.hierarchize(argparse.Namespace(**{"train.async_enable": True})).train.async_enable
+    assert driver._LAUNCHER == {}
+    assert driver._check_before_ray(None, ("auto",), {"x": 1}) == (("auto",), {"x": 1})
+
+    launcher = argparse.ArgumentParser()
+    for name, _, _ in driver.RULES:
+        launcher.add_argument(f"--{name}", type=int, default=0)
+    launcher.add_argument("--ds.attn_implementation", default="sdpa")
+    parsed = launcher.parse_args([])
+    driver._remember_launcher_args(launcher, parsed, [])
+    assert driver._check_before_ray(None, (), {}) == ((), {})  # parsed, not yet hierarchized: nothing to check
+    args = oc.hierarchize(parsed)
+    assert driver._LAUNCHER["args"] is args
+    assert driver._check_before_ray(None, (), {}) == ((), {})
+    args.ds.packing_samples = True  # what the launcher does for --train.dynamic_batch_enable, after parsing
+    with pytest.raises(openrlhf_cpu.CpuBackendError, match="--ds.packing_samples"):
+        driver._check_before_ray(None, (), {})
+
+
 # ---------------------------------------------------------------------------------------------- upstream guard
 def get_strategy(args):  # a stand-in with different source than OpenRLHF 0.11.2's get_strategy
     return ("changed upstream", args)
@@ -159,6 +192,7 @@ _PROBE = r"""
 import json, sys
 import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.trainer.ray.vllm_worker_wrap as ww
 import openrlhf.trainer.ray.vllm_engine, openrlhf.utils.distributed_util as du, openrlhf.utils
+import openrlhf.utils.config
 from openrlhf.trainer.ppo_utils import NaiveReplayBuffer
 import openrlhf.trainer.ppo_utils.samples_generator as sg
 import ray, torch
@@ -177,7 +211,7 @@ print("RESULT " + json.dumps({
     "update_weight": ww.WorkerWrap.update_weight is update_weight,
     "get_strategy": openrlhf.utils.get_strategy.__module__,
     "replay_device": replay_device,
-    "ray_init": "cpu_backend" in (ray.init.steps() if hasattr(ray.init, "steps") else []),
+    "ray_init": ray.init.steps() if hasattr(ray.init, "steps") else [],
     "engine_watch": [getattr(pa.ActorPPOTrainer._init_vllm_sync_group, "_rank_grpo_cpu_watch", False),
                      getattr(sg.SamplesGenerator._generate_vllm, "_rank_grpo_cpu_watch", False)],
 }))
@@ -192,17 +226,19 @@ def test_patches_applied_on_import_and_opt_out(run_py):
         out, off = pool.map(lambda on: run_py(["-c", _PROBE], env={"RANK_GRPO_PLUGIN_CPU": on}, timeout=300), "10")
     assert out.returncode == 0, out.stdout[-4000:]
     res = json.loads(out.stdout.split("RESULT ", 1)[1].splitlines()[0])
-    assert res["installed"] and res["sync_fn"] == [True, True] and res["update_weight"] and res["ray_init"]
+    assert res["installed"] and res["sync_fn"] == [True, True] and res["update_weight"]
+    assert res["ray_init"][-2:] == ["cpu_backend_options", "cpu_backend"]
     assert res["get_strategy"] == "openrlhf_cpu.driver"
     assert res["replay_device"] == "cpu"
     assert {"torch.cuda", "NaiveReplayBuffer.__init__", "ActorPPOTrainer.broadcast_to_vllm",
-            "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "ray.init",
+            "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "hierarchize", "ray.init",
             "ActorPPOTrainer._init_vllm_sync_group", "SamplesGenerator._generate_vllm"} <= set(res["patches"])
     assert res["engine_watch"] == [True, True]
     assert off.returncode == 0, off.stdout[-4000:]
     res = json.loads(off.stdout.split("RESULT ", 1)[1].splitlines()[0])
     assert not res["installed"] and res["patches"] == [] and res["sync_fn"] == [False, False]
-    assert not res["update_weight"] and not res["ray_init"] and res["get_strategy"] == "openrlhf.utils.utils"
+    assert not res["update_weight"] and "cpu_backend" not in res["ray_init"]
+    assert res["get_strategy"] == "openrlhf.utils.utils"
     assert res["engine_watch"] == [False, False]
 
 
