@@ -311,10 +311,12 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ decisions
     def arm_grid(self, arm: str) -> List[float]:
-        """An arm's rates: the base grid (``--lrs``), plus any rate the record has a seed-1 run of this arm at
-        (a lower rate added for this arm alone when its best was the grid's lowest)."""
+        """An arm's rates: the protocol's grid (``LRS``, the same for every arm and every call), plus any rate the
+        record has a seed-1 run of this arm at (a lower rate added for this arm alone when its best was the grid's
+        lowest). ``--lrs`` only picks the rates a ``tune`` call runs: a call that adds 3e-5 for one arm must not make
+        the other arms' grids look incomplete."""
         had = {r["lr"] for r in self.record["runs"].values() if r["arm"] == arm and r["seed"] == 1}
-        return sorted(set(self.a.lrs) | had)
+        return sorted(set(LRS) | had)
 
     def best_by_lr(self, arm: str) -> Dict[float, float]:
         """Seed-1 best validation NDCG@20 of every rate of the grid (NaN: not run or failed)."""
@@ -588,7 +590,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=200,
                     help="response token cap of every RL run and evaluation (ReDial titles are longer: 240)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="the learning-rate grid")
+    ap.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="the rates a tune call runs (default: the protocol's grid, "
+                    "which every arm's choice reads whatever this flag says)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds of the final runs")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=5)

@@ -121,7 +121,7 @@ def test_reference_lists(L):
         L.reference_lists(rows, cat, "best")
 
 
-def test_report_from_a_record(tmp_path, L, capsys):
+def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     """learning.py's report reads only the record: grid, chosen rates, per-seed steps ratio, failed runs."""
     lb = _load("learning")
     record = {"runs": {}, "sft": {"val": {"metrics": {"rank/ndcg@20": [0.15, 0.01], "rank/recall@20": [0.2, 0.0]},
@@ -147,6 +147,7 @@ def test_report_from_a_record(tmp_path, L, capsys):
                                                     "in_catalog_rate": [1.0, 0.0], "duplicate_rate": [0.0, 0.0]}}}
     path = tmp_path / "rec.json"
     path.write_text(json.dumps(record))
+    monkeypatch.setattr(lb, "LRS", (1e-4, 3e-4))  # this record's protocol grid
     b = lb.Bench(_bench_args(lb, tmp_path, results=str(path), quick=True, lrs=[1e-4, 3e-4], seeds=[1, 2],
                              arms=list(lb.ARMS), steps=20, eval_every=10))
     b.record = record
@@ -166,9 +167,12 @@ def test_report_from_a_record(tmp_path, L, capsys):
     assert f"| Rank-GRPO (rank-level credit) (2 seeds) | 0.400 ± {sd:.3f} | 0.400 ± {sd:.3f} |" in text
     assert lb.lr_name(3e-4) == "3e-4" and lb.lr_name(1e-3) == "1e-3"
 
-    # a lower rate added for one arm alone (its best was the grid's lowest): its grid has it, the others do not
+    # a lower rate added for one arm alone (its best was the grid's lowest): its grid has it, the others do not,
+    # also while the call that runs it (--lrs 3e-5) is the one reporting
     put("sequence", 3e-5, 1, [(10, 0.29), (20, 0.29)])
+    b.a.lrs = [3e-5]
     assert b.arm_grid("sequence") == [3e-5, 1e-4, 3e-4] and b.arm_grid("rank") == [1e-4, 3e-4]
+    assert b.grid_complete("rank")
     assert b.chosen("sequence") == 3e-5 and "sequence" in capsys.readouterr().out  # 3e-5 is now its lowest
     text = b.report()
     assert "| Rank-GRPO (rank-level credit) | - | 0.250 @20" in text
