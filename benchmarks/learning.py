@@ -590,8 +590,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=200,
                     help="response token cap of every RL run and evaluation (ReDial titles are longer: 240)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--lrs", nargs="+", type=float, default=list(LRS), help="the rates a tune call runs (default: the protocol's grid, "
-                    "which every arm's choice reads whatever this flag says)")
+    ap.add_argument("--lrs", nargs="+", type=float, default=list(LRS),
+                    help="the rates a tune call runs (default: the protocol's grid, which every arm's choice reads "
+                         "whatever this flag says)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds of the final runs")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=5)
