@@ -41,6 +41,8 @@ _CPU_BACKEND = {
         "f45884e1ca34de05723292b7458939120111cfaa56f7f4594ab2c069a44f1cca",
     "openrlhf.utils.utils:get_strategy": "be0c2a9f22b91fa67118fcde01f4c416c76343f0888626bea4c0963196312b60",
     "openrlhf.utils.config:hierarchize": "b1125e611a024351c8fce92fbf3d992dc958d671792cfbae231ca660fb490629",
+    "openrlhf.utils.deepspeed.deepspeed:DeepspeedStrategy.setup_distributed":
+        "5d18f192f8ea5d558f68e2a5c0fb3b81b904dfb1ea6e837270aec4d90968a3a4",
 }
 # CPU backend, engine watchdog (openrlhf_cpu/engines.py): the rollout loop it diagnoses; 0.11.1 changed its body
 _SG = "openrlhf.trainer.ppo_utils.samples_generator:SamplesGenerator._generate_vllm"

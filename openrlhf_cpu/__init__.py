@@ -32,6 +32,9 @@ concern (module)                                 what it replaces
                                                  found through the parse); ``ray.init`` of a new local
                                                  cluster declares logical GPUs/CPUs, drops a meaningless
                                                  ``CUDA_VISIBLE_DEVICES``; a cluster without GPUs is refused
+:mod:`.rendezvous`                               ``DeepspeedStrategy.setup_distributed``: a one-rank group whose
+                                                 ``MASTER_PORT`` was taken between OpenRLHF choosing and binding
+                                                 it moves to a fresh free port (``EADDRINUSE``, up to 3 tries)
 :mod:`.engines`                                  ``ActorPPOTrainer._init_vllm_sync_group``: waits for the vLLM
                                                  engines first; ``SamplesGenerator._generate_vllm`` and
                                                  ``broadcast_to_vllm``: a dead engine is named
@@ -78,7 +81,7 @@ def installed() -> bool:
 
 def _targets():
     """(module whose import triggers it, patch function); the concern modules import nothing heavy."""
-    from . import cuda, driver, engines, vllm_reload, weight_sync
+    from . import cuda, driver, engines, rendezvous, vllm_reload, weight_sync
 
     return (
         ("torch", cuda.patch_torch_cuda),
@@ -86,6 +89,7 @@ def _targets():
         ("openrlhf.utils.utils", driver.patch_get_strategy),
         ("openrlhf.utils.config", driver.patch_hierarchize),
         ("openrlhf.trainer.ppo_utils.replay_buffer", cuda.patch_replay_buffer),
+        ("openrlhf.utils.deepspeed.deepspeed", rendezvous.patch_strategy),
         ("openrlhf.utils.distributed_util", weight_sync.patch_distributed_util),
         ("openrlhf.trainer.ray.ppo_actor", weight_sync.patch_ppo_actor),
         ("openrlhf.trainer.ray.ppo_actor", engines.patch_ppo_actor),

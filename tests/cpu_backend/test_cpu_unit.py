@@ -3,6 +3,7 @@ weight-sync group, and the patches applied on import of the real OpenRLHF 0.11.2
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from types import SimpleNamespace
@@ -187,12 +188,83 @@ def test_gloo_broadcast_group_moves_bf16_weights():
     assert got[0] == checksum.weight_checksum(torch.arange(1000, dtype=torch.float32).reshape(10, 100).to(torch.bfloat16))
 
 
+# ------------------------------------------------------------------------------------------ rendezvous port
+def _gloo_rendezvous():
+    """What DeepSpeed's init_distributed does on CPU: an env:// gloo process group (MASTER_ADDR/PORT, RANK,
+    WORLD_SIZE), whose rank 0 binds MASTER_PORT in a TCPStore."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    return dist.get_world_size()
+
+
+@pytest.fixture
+def taken_port(monkeypatch):
+    """A port another socket listens on, named as this process's rendezvous port (rank 0)."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("", 0))
+    sock.listen()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
+    monkeypatch.setenv("RANK", "0")
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+def test_one_rank_group_moves_off_a_taken_rendezvous_port(taken_port, monkeypatch, capsys):
+    import torch.distributed as dist
+
+    from openrlhf_cpu import rendezvous
+
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(Exception, match="EADDRINUSE"):  # torch's own error, which the wrapper recognises
+        _gloo_rendezvous()
+    try:
+        assert rendezvous.bind_retrying(_gloo_rendezvous) == 1
+        assert dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    moved = int(os.environ["MASTER_PORT"])
+    assert moved != taken_port
+    assert f"rendezvous port {taken_port} was taken before it was bound" in capsys.readouterr().err
+
+
+def test_taken_port_of_a_larger_group_and_other_errors_are_raised(taken_port, monkeypatch):
+    from openrlhf_cpu import rendezvous
+
+    monkeypatch.setenv("WORLD_SIZE", "2")  # rank 1 was told this port: rank 0 cannot move alone
+    with pytest.raises(common.CpuBackendError, match=f"port {taken_port} was taken .* group of 2 ranks"):
+        rendezvous.bind_retrying(_gloo_rendezvous)
+    assert os.environ["MASTER_PORT"] == str(taken_port)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    calls = []
+
+    def always_taken():
+        calls.append(os.environ["MASTER_PORT"])
+        raise RuntimeError("The server socket has failed to listen ... EADDRINUSE")
+
+    with pytest.raises(common.CpuBackendError, match="3 rendezvous ports in a row were taken"):
+        rendezvous.bind_retrying(always_taken)
+    assert len(calls) == rendezvous.TRIES and len(set(calls)) == rendezvous.TRIES
+
+    def broken():
+        calls.append("broken")
+        raise ValueError("not a port problem")
+
+    with pytest.raises(ValueError, match="not a port problem"):
+        rendezvous.bind_retrying(broken)
+    assert calls[-2:] == [calls[-2], "broken"] and calls.count("broken") == 1
+
+
 # --------------------------------------------------------------------- patches on real OpenRLHF (subprocess)
 _PROBE = r"""
 import json, sys
 import openrlhf.trainer.ray.ppo_actor as pa, openrlhf.trainer.ray.vllm_worker_wrap as ww
 import openrlhf.trainer.ray.vllm_engine, openrlhf.utils.distributed_util as du, openrlhf.utils
-import openrlhf.utils.config
+import openrlhf.utils.config, openrlhf.utils.deepspeed
 from openrlhf.trainer.ppo_utils import NaiveReplayBuffer
 import openrlhf.trainer.ppo_utils.samples_generator as sg
 import ray, torch
@@ -232,7 +304,8 @@ def test_patches_applied_on_import_and_opt_out(run_py):
     assert res["replay_device"] == "cpu"
     assert {"torch.cuda", "NaiveReplayBuffer.__init__", "ActorPPOTrainer.broadcast_to_vllm",
             "WorkerWrap.update_weight", "RolloutRayActor.update_weight", "get_strategy", "hierarchize", "ray.init",
-            "ActorPPOTrainer._init_vllm_sync_group", "SamplesGenerator._generate_vllm"} <= set(res["patches"])
+            "ActorPPOTrainer._init_vllm_sync_group", "SamplesGenerator._generate_vllm",
+            "DeepspeedStrategy.setup_distributed"} <= set(res["patches"])
     assert res["engine_watch"] == [True, True]
     assert off.returncode == 0, off.stdout[-4000:]
     res = json.loads(off.stdout.split("RESULT ", 1)[1].splitlines()[0])

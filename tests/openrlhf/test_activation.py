@@ -159,7 +159,7 @@ def test_fingerprints_match_installed_openrlhf():
     import openrlhf_compat
 
     table = openrlhf_compat.RELEASES[openrlhf_compat.openrlhf_version()].sources
-    assert len(table) == 13
+    assert len(table) == 14
     for key, want in table.items():
         mod_name, qualname = key.split(":")
         assert openrlhf_compat.fingerprint(importlib.import_module(mod_name), qualname) == want, key
