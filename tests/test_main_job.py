@@ -53,7 +53,8 @@ def _job(out, env, marker):
 
 def _interrupt(proc, needle, sig, to_group, delay, marker):
     """Read the console until ``needle``, wait ``delay`` s, send ``sig`` (to the job's process group, as Ctrl-C in a
-    terminal does, or to the script alone, as `kill` does); returns (console, exit code, seconds to exit)."""
+    terminal does, or to the script alone, as `kill` does); returns (console, exit code, seconds to exit, how many
+    of the job's processes were running when the signal went)."""
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -62,7 +63,8 @@ def _interrupt(proc, needle, sig, to_group, delay, marker):
     else:
         pytest.fail(f"the job ended before {needle!r}:\n" + "".join(lines)[-4000:])
     time.sleep(delay)
-    assert _marked(marker), "no process of the job was running when it was interrupted"
+    running = len(_marked(marker))
+    assert running, "no process of the job was running when it was interrupted"
     t = time.time()
     os.killpg(proc.pid, sig) if to_group else os.kill(proc.pid, sig)
     try:
@@ -70,42 +72,46 @@ def _interrupt(proc, needle, sig, to_group, delay, marker):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail(f"main_job.sh did not stop within 60 s of {sig!r}")
-    return "".join(lines) + rest, proc.returncode, time.time() - t
+    return "".join(lines) + rest, proc.returncode, time.time() - t, running
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU main job; GPU machines use examples/gpu")
 def test_main_job_short_interrupted_in_every_phase_then_resumed(tmp_path):
     """The short job is interrupted in each phase -- the model build and the SFT by SIGINT to its process group
-    (Ctrl-C), the RL run mid-training and an evaluation by SIGTERM to the script -- and rerun with the same --out
-    after each: it stops within seconds naming the phase, leaves no process of the job behind, keeps the finished
-    phases (a rerun skips them) and never a mark on the interrupted one; the last rerun completes the job."""
+    (Ctrl-C), the RL run and an evaluation by SIGTERM to the script -- and rerun with the same --out after each: it
+    stops within seconds naming the phase, leaves no process of the job behind, keeps the finished phases (a rerun
+    skips them) and never a mark on the interrupted one; the last rerun completes the job. The RL run is stopped
+    20 s into the launcher's start-up, when Ray's daemons and workers, the model actors and the vLLM engine are
+    starting (the most processes, some not yet children of anything the script started), rather than after a
+    training step: the stop is the same kill by marker, and the run saves a second launcher start."""
     out = tmp_path / "job"
     out.mkdir()
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK_GRPO_PLUGIN_DISABLE", "RANK_GRPO_PLUGIN_CPU_FAULT", "RAY_ADDRESS", "DRY_RUN", MARK)}
     env["SYNTH_ARGS"] = "--train-rows 48 --val-rows 4 --test-rows 8 --seed 1"
     stops, consoles = [], []
-    for i, (needle, sig, to_group, delay, phase, marked, kept_line) in enumerate([
-            ("(a) model: tiny", signal.SIGINT, True, 1.0, "model", [], None),
-            ("(c) SFT:", signal.SIGINT, True, 4.0, "sft", ["model", "synth", "prepare"], None),
-            ("rl step 1/2", signal.SIGTERM, False, 0.0, "rl", ["model", "synth", "prepare", "sft"], None),
+    for i, (needle, sig, to_group, delay, phase, marked, kept_line, least) in enumerate([
+            ("(a) model: tiny", signal.SIGINT, True, 1.0, "model", [], None, 1),
+            ("(c) SFT:", signal.SIGINT, True, 4.0, "sft", ["model", "synth", "prepare"], None, 1),
+            ("Rank-GRPO active", signal.SIGTERM, False, 20.0, "rl", ["model", "synth", "prepare", "sft"], None, 8),
             ("SFT evaluated", signal.SIGTERM, False, 0.5, "eval_rank_grpo", ["sft", "rl", "eval_sft_sampled"],
-             "sft")]):
+             "sft", 1)]):
         marker = f"test_main_job_{os.getpid()}_{i}"
-        console, rc, secs = _interrupt(_job(out, env, marker), needle, sig, to_group, delay, marker)
+        console, rc, secs, running = _interrupt(_job(out, env, marker), needle, sig, to_group, delay, marker)
         consoles.append(console)
         name = "INT" if sig == signal.SIGINT else "TERM"
         assert rc == (130 if sig == signal.SIGINT else 143), console[-3000:]
         assert f"stopped by SIG{name} in phase '{phase}'" in console, console[-3000:]
         assert secs < 15, f"{secs:.1f} s from SIG{name} to exit"
+        assert running >= least, f"only {running} processes of the job were running at SIG{name} in '{phase}'"
         time.sleep(1)
         assert not _marked(marker), f"processes of the job survived SIG{name}: {_marked(marker)}"
         marks = {p.name for p in (out / ".phases").iterdir()} if (out / ".phases").exists() else set()
         assert phase not in marks and set(marked) <= marks, (phase, marks)
         if kept_line:  # the rerun went on from the phases an earlier run finished (run 3 redid the SFT run 2 cut)
             assert f"{kept_line}: finished in an earlier run, kept" in console, console
-        stops.append(f"{phase}: SIG{name} -> exit in {secs:.1f}s")
+        stops.append(f"{phase}: SIG{name} with {running} processes running -> exit in {secs:.1f}s")
     print("\n".join(stops))
 
     proc = _job(out, env, f"test_main_job_{os.getpid()}_final")
