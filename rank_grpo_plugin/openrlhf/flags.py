@@ -282,10 +282,15 @@ def validate(ns: Any, argv: Optional[Sequence[str]] = None) -> Optional[RankGRPO
             arg(ns, "actor.eps_clip_low_high") is None:
         set_arg(ns, "actor.eps_clip_low_high", [EPS_LOW, EPS_HIGH])
     propagate_options(opts)
-    print(f"[rank_grpo_plugin] Rank-GRPO active: K={opts.num_ranks}, reward={opts.reward_scheme}, "
-          f"advantage level={opts.advantage_level}, "
-          f"separator={opts.separator}, policy loss={arg(ns, 'actor.policy_loss_type')}, catalog={opts.catalog}",
-          file=sys.stderr)
+    loss = arg(ns, "actor.policy_loss_type")
+    if run.estimator:
+        print(f"[rank_grpo_plugin] Rank-GRPO active: K={opts.num_ranks}, reward={opts.reward_scheme}, "
+              f"advantage level={opts.advantage_level}, separator={opts.separator}, policy loss={loss}, "
+              f"catalog={opts.catalog}", file=sys.stderr)
+    else:  # OpenRLHF's own estimator: the plugin gives the reward (and the loss if asked), no rank-level credit
+        print(f"[rank_grpo_plugin] catalog reward active (NDCG@{opts.num_ranks} per list) with OpenRLHF's "
+              f"estimator {arg(ns, 'algo.advantage.estimator')} and policy loss {loss}: K={opts.num_ranks}, "
+              f"separator={opts.separator}, catalog={opts.catalog}", file=sys.stderr)
     return opts
 
 

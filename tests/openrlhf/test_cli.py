@@ -64,6 +64,9 @@ def test_catalog_reward_for_a_grpo_baseline(helpers, catalog_path, capsys, monke
     assert args.actor.policy_loss_type == "ppo" and args.actor.eps_clip_low_high == (0.2, 0.2)
     opts = RankGRPOOptions.from_json(os.environ[OPTIONS_ENV])
     assert opts.catalog == os.path.abspath(catalog_path) and opts.num_ranks == 10
+    said = capsys.readouterr().err
+    assert "catalog reward active (NDCG@10 per list) with OpenRLHF's estimator group_norm and policy loss ppo" in said
+    assert "Rank-GRPO active" not in said and "advantage level" not in said
     monkeypatch.delenv(OPTIONS_ENV, raising=False)
     args = helpers.run_cli(helpers.base_argv + ["--algo.advantage.estimator", "group_norm", "--actor.policy_loss_type",
                                                 "gspo", "--reward.remote_url", flags.REWARD_FILE,
