@@ -1,8 +1,9 @@
 """Faults through the real launcher (`python -m openrlhf.cli.train_ppo_ray`) on CPU: bad data and dead rollout engines.
 
-Bad data: each bad label kind in a local prompt dataset, and a missing or empty catalog, stop the launcher in its
-argument checks, before Ray starts (a run takes seconds), naming the file, the line and the field; a dataset the
-launcher cannot read (parquet) is stopped by the estimator on the first batch, before any training step.
+Bad data: a bad label in a local prompt dataset and a missing catalog stop the launcher process in its argument
+checks, before Ray starts (a run takes seconds), naming the file, the line and the field (every label kind and
+catalog case: the same checks in-process, tests/openrlhf/test_bad_data.py); a dataset the launcher cannot read
+(parquet) is stopped by the estimator on the first batch, before any training step.
 A dead rollout engine: vLLM refusing to start (a KV cache larger than the machine) and a vLLM worker that exits at
 the first weight sync end the job, non-zero, within a bound after the fault, with an error naming the engine; no
 process of the run survives it (found by an environment marker, never by name).
@@ -30,15 +31,6 @@ pytestmark = [pytest.mark.slow,
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER_ENV = "RANK_GRPO_CPU_FAULT_TEST_RUN"
-GOOD = {"groundtruth": [["This Is Spinal Tap", 1984], ["A Mighty Wind", 2003]], "seen": ["Best in Show"]}
-BAD_LABELS = {  # the label of row 2, and what the error says about it
-    "not_json": ("This Is Spinal Tap (1984)", "label is not valid JSON"),
-    "no_groundtruth": (json.dumps({"seen": ["Best in Show"]}), "label has no 'groundtruth'"),
-    "year_not_a_number": (json.dumps({"groundtruth": [["Heat", "nineteen"]]}),
-                          "groundtruth[0]: year must be an integer or digit string, got 'nineteen'"),
-    "empty_groundtruth": (json.dumps({"groundtruth": [], "seen": []}), "'groundtruth' is empty"),
-    "huge": (json.dumps({"groundtruth": [[f"Movie {i}", 2000] for i in range(5000)]}), "over the limit of 65,536"),
-}
 # The launcher must be gone this long after the fault at the latest, well under the weight-sync timeout it used to
 # wait for (600 s; these tests set 3600). Most of it is vLLM's and Ray's own shutdown (a loaded 2-core machine:
 # vLLM took 77 s to report its refusal to the actor).
@@ -135,61 +127,26 @@ def _rows(prompt_data):
 
 
 # ------------------------------------------------------------------------------------------------ bad data
-CATALOG_CASES = ("missing", "empty")
-
-
-@pytest.fixture(scope="module")
-def refusals(base_env, tiny_model, prompt_data, tmp_path_factory):
-    """The launches that must stop in the launcher's argument checks, one per bad label kind and catalog case, all
-    started at once: each is one process importing the launcher (~9 s of one core), so side by side they take the
-    time of about half of them on 2 cores. {case: (Future[Run], data path, catalog path, rows)}."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    tmp = tmp_path_factory.mktemp("refusals")
+def test_bad_label_and_missing_catalog_stop_the_launcher_before_ray(launch, tiny_model, prompt_data, tmp_path):
+    """The real launcher process with a bad label in row 2 and a catalog that does not exist: exits non-zero in its
+    argument checks naming both (every problem at once), before Ray starts, leaving no process behind. Each label
+    kind and catalog case goes through the same checks of the same main block in-process
+    (tests/openrlhf/test_bad_data.py); this run is what only a process shows: the exit, Ray not started, nothing
+    left running."""
     rows = _rows(prompt_data)
-    cases = {}
-    for kind, (label, _) in BAD_LABELS.items():
-        bad = [dict(r) for r in rows]
-        bad[1]["label"] = label
-        data = tmp / f"{kind}.jsonl"
-        data.write_text("".join(json.dumps(r) + "\n" for r in bad), encoding="utf-8")
-        cases[kind] = (data, None)
-    for case in CATALOG_CASES:
-        catalog = tmp / f"catalog_{case}.jsonl"
-        if case == "empty":
-            catalog.write_text("", encoding="utf-8")
-        cases[case] = (Path(prompt_data), catalog)
-    markers: List[str] = []
-    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
-        futures = {case: (pool.submit(_launch, base_env, tmp, markers,
-                                      launcher_args(tiny_model, data, tmp / f"out_{case}", catalog), timeout=600),
-                          data, catalog, len(rows))
-                   for case, (data, catalog) in cases.items()}
-        yield futures
-    for m in markers:
-        kill_marked(MARKER_ENV, m)
-
-
-@pytest.mark.parametrize("kind", sorted(BAD_LABELS))
-def test_bad_label_stops_the_launcher_before_ray(refusals, kind):
-    future, data, _, n_rows = refusals[kind]
-    run = future.result()
-    message = BAD_LABELS[kind][1]
-    assert run.returncode != 0, run.output[-3000:]
-    assert f"--data.prompt_dataset {data}: 1 bad row(s) of {n_rows} in {data}:" in run.output, run.output[-3000:]
-    assert f"{data}: line 2: field 'label': " in run.output and message in run.output
-    assert "Global step" not in run.output and "Started a local Ray instance" not in run.output
+    rows[1]["label"] = json.dumps({"groundtruth": [["Heat", "nineteen"]]})
+    data = tmp_path / "bad.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    catalog = tmp_path / "no_catalog.jsonl"
+    run = launch(launcher_args(tiny_model, data, tmp_path / "out", catalog), timeout=600)
+    out = run.output
+    assert run.returncode != 0, out[-3000:]
+    assert f"--data.prompt_dataset {data}: 1 bad row(s) of {len(rows)} in {data}:" in out, out[-3000:]
+    assert f"{data}: line 2: field 'label': groundtruth[0]: year must be an integer or digit string, got " \
+           "'nineteen'" in out
+    assert f"--rank_grpo.catalog {catalog}: no such file" in out, out[-3000:]
+    assert "Global step" not in out and "Started a local Ray instance" not in out
     assert not run.survivors, run.survivors
-
-
-@pytest.mark.parametrize("case", CATALOG_CASES)
-def test_missing_or_empty_catalog_stops_the_launcher(refusals, case):
-    future, _, catalog, _ = refusals[case]
-    run = future.result()
-    assert run.returncode != 0
-    expected = "no such file" if case == "missing" else "empty catalog (no items)"
-    assert f"--rank_grpo.catalog {catalog}: {expected}" in run.output, run.output[-3000:]
-    assert "Started a local Ray instance" not in run.output and not run.survivors
 
 
 def test_unreadable_dataset_stops_on_the_first_batch(launch, tiny_model, prompt_data, tmp_path):
