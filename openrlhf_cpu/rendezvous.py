@@ -12,19 +12,13 @@ with what happened.
 from __future__ import annotations
 
 import os
-import socket
 import sys
+
+from rank_grpo_plugin.recipes import free_port
 
 from .common import PATCHES, TAG, CpuBackendError, require
 
 TRIES = 3
-
-
-def free_port() -> int:
-    """A port the kernel reports free now (bind to port 0 on all addresses, as OpenRLHF's ``_get_free_port``)."""
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
 
 
 def _port_taken(exc: BaseException) -> bool:
