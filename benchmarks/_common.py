@@ -266,14 +266,3 @@ def table(headers: List[str], rows: List[List[object]]) -> str:
     line = lambda r: "| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in cells])
-
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface (for a launcher's --master_port)."""
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,13 +20,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 from _paths import DATA  # noqa: E402
+from rank_grpo_plugin.recipes import free_port  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra):
@@ -56,7 +50,7 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vllm_server(tiny_model, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model),
            "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
@@ -124,7 +118,7 @@ def test_built_dataset_trains_with_openrlhf_train_sft(built, tiny_model, tmp_pat
            "--ds.attn_implementation", "sdpa", "--ckpt.output_dir", str(tmp_path / "sft_model"),
            "--ckpt.path", str(tmp_path / "ckpt")]
     env = _env(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-               MASTER_PORT=str(_free_port()))
+               MASTER_PORT=str(free_port()))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

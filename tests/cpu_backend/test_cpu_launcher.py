@@ -58,11 +58,9 @@ def _deepspeed_runner(args):
     running the module with this interpreter is the same launcher without depending on PATH (a pyenv shim or another
     environment's script). The deepspeed launcher sets CUDA_VISIBLE_DEVICES=0, which the CPU backend drops before
     declaring logical GPUs to Ray."""
-    import socket
+    from rank_grpo_plugin.recipes import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = str(free_port())
     assert args[:2] == ["-m", "openrlhf.cli.train_ppo_ray"]
     return ["-m", "deepspeed.launcher.runner", "--master_port", port, "--module", *args[1:]]
 
