@@ -6,7 +6,8 @@ real launcher on CPU, tuned and decided on validation rows only.
     python3 benchmarks/learning.py tune --arms rank sequence --lrs 3e-4
     python3 benchmarks/learning.py final                     # seeds 1-3 of every tuned arm at its chosen rate
     python3 benchmarks/learning.py report                    # tables + plots from the record
-    python3 benchmarks/learning.py --tag big --task-args "--seed 7 --items 256" tune ...    # a second task
+    python3 benchmarks/learning.py --tag big --task-args "--seed 7 --items 256" \
+        --rates-from benchmarks/results/learning.json final                                 # a second task
     python3 benchmarks/learning.py --tag redial --task redial --max-new-tokens 240 tune ...  # real ReDial dialogues
     python3 benchmarks/learning.py --quick tune              # smoke: 4 steps, 2 arms, one rate, nothing recorded
 
@@ -23,7 +24,9 @@ the highest best validation NDCG@20 (OpenRLHF's eval loop on the validation rows
 ``--eval-every`` steps); ``final`` runs seeds 1..N of each arm at its own rate (seed 1 is the tuning run itself)
 and evaluates each final run's last checkpoint on the test rows, once. Test rows decide nothing. With ``--task
 redial`` the task is ``rank-grpo redial`` (real dialogues, item-kNN teacher) and the references add its classical
-baselines, most-popular and item-kNN, scored on the same rows. The record
+baselines, most-popular and item-kNN, scored on the same rows. ``--rates-from RECORD`` runs a task at the rates
+another record chose (a second task checks that the result is not tuned to one task): no grid on this task, each
+arm at the rate chosen on that record's validation rows, ``final`` runs its seeds. The record
 (``benchmarks/results/learning[_TAG].json``) gains every run as it ends, failed ones too, so the grid resumes
 across sessions; ``report`` reads only the record.
 """
@@ -88,6 +91,65 @@ def run_id(arm: str, lr: float, seed: int) -> str:
     return f"{arm}_lr{lr_name(lr)}_s{seed}"
 
 
+def record_step0(record: dict) -> Optional[float]:
+    """The SFT start's validation NDCG@20 (each curve's step 0), or None before the SFT start is evaluated."""
+    v = record.get("sft", {}).get("val")
+    return v["metrics"]["rank/ndcg@20"][0] if v else None
+
+
+def tuned_grid(record: dict, arm: str) -> List[float]:
+    """An arm's rates: the protocol's grid (``LRS``, the same for every arm and every call), plus any rate the
+    record has a seed-1 run of this arm at (a lower rate added for this arm alone when its best was the grid's
+    lowest). ``--lrs`` only picks the rates a ``tune`` call runs: a call that adds 3e-5 for one arm must not make
+    the other arms' grids look incomplete."""
+    had = {r["lr"] for r in record["runs"].values() if r["arm"] == arm and r["seed"] == 1}
+    return sorted(set(LRS) | had)
+
+
+def tuned_best(record: dict, arm: str) -> Dict[float, float]:
+    """Seed-1 best validation NDCG@20 of every rate of the arm's grid (NaN: not run or failed)."""
+    step0, res = record_step0(record), {}
+    for lr in tuned_grid(record, arm):
+        r = record["runs"].get(run_id(arm, lr, 1))
+        res[lr] = L.best_point(*L.with_step0(r["curves"], step0))[1] if r and r["status"] == "done" else float("nan")
+    return res
+
+
+def tuned_complete(record: dict, arm: str) -> bool:
+    """Whether every rate of the arm's grid has a finished seed-1 run."""
+    return all(record["runs"].get(run_id(arm, lr, 1), {}).get("status") == "done"
+               for lr in tuned_grid(record, arm))
+
+
+def tuned_missing_lower(record: dict, arm: str) -> Optional[float]:
+    """The rate the protocol still asks for before an arm's final runs: when its grid is complete and its best is
+    the grid's lowest, the next lower rate (:func:`_learning.lower_rate`); else None."""
+    if not tuned_complete(record, arm):
+        return None
+    lr, lowest = L.choose_lr(tuned_best(record, arm))
+    return L.lower_rate(lr) if lr is not None and lowest else None
+
+
+def rates_of(path: Path, arms: Sequence[str]) -> Dict[str, float]:
+    """The rate each arm whose grid is finished in the record at ``path`` chose there (on that task's validation
+    rows); exits naming the arms of ``arms`` whose grid there is not finished (incomplete, or waiting for the lower
+    rate)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"--rates-from {path}: not a readable record ({e})")
+    rates = {}
+    for arm in ARMS:
+        lr = L.choose_lr(tuned_best(record, arm))[0]
+        if lr is not None and tuned_complete(record, arm) and tuned_missing_lower(record, arm) is None:
+            rates[arm] = lr
+    missing = [arm for arm in arms if arm not in rates]
+    if missing:
+        sys.exit(f"--rates-from {path}: no finished grid for {', '.join(missing)} there (`learning.py plan` on it "
+                 "says what is left)")
+    return rates
+
+
 class Bench:
     def __init__(self, a: argparse.Namespace):
         self.a = a
@@ -100,12 +162,20 @@ class Bench:
                        else {"runs": {}})
         self.env = {**os.environ, **recipes.launch_environment()}
         self.shared = {**SHARED, "max_new_tokens": a.max_new_tokens}
+        # --rates-from: every arm at another record's chosen rate (the record named relative to the checkout when inside it)
+        self.rates_from = None
+        if a.rates_from:
+            src = Path(a.rates_from)
+            src = src.resolve().relative_to(ROOT) if src.resolve().is_relative_to(ROOT) else src.resolve()
+            self.rates_from = {"record": str(src), "rates": rates_of(ROOT / src, a.arms)}
         self.check_protocol()
 
     @property
     def grid(self) -> List[float]:
         """Every rate of the record's grid plus this call's ``--lrs`` (a call may add a rate, e.g. the lower one the
         protocol asks for when an arm's best is the lowest; tables always show the whole grid)."""
+        if self.rates_from:
+            return sorted(set(self.rates_from["rates"].values()))
         return sorted(set(self.record.get("protocol", {}).get("lrs", [])) | set(self.a.lrs)
                       | {r["lr"] for r in self.record["runs"].values() if r["seed"] == 1})
 
@@ -118,7 +188,18 @@ class Bench:
         mine = {"--steps": (p.get("steps"), self.a.steps), "--eval-every": (p.get("eval_every"), self.a.eval_every),
                 "--task": (p.get("task", "synth"), self.a.task), "--task-args": (p.get("task_args", ""), self.a.task_args),
                 "--max-new-tokens": (p.get("shared", {}).get("max_new_tokens"), self.a.max_new_tokens)}
+        if "rates_from" in p or self.rates_from is None:
+            mine["--rates-from"] = ((p.get("rates_from") or {}).get("record"), (self.rates_from or {}).get("record"))
         bad = [f"{flag} {now!r} (the record's runs used {was!r})" for flag, (was, now) in mine.items() if was != now]
+        if self.rates_from and not bad:  # the rates themselves: the source record may have chosen anew since
+            was = (p.get("rates_from") or {}).get("rates", self.rates_from["rates"])
+            bad = [f"--rates-from {self.rates_from['record']}: {arm} at {lr_name(lr)} (the record's runs used "
+                   f"{lr_name(was[arm])})" for arm, lr in self.rates_from["rates"].items() if was.get(arm, lr) != lr]
+            # a record begun with `tune` joins the protocol only when its runs are at the borrowed rates
+            bad += [f"--rates-from {self.rates_from['record']}: {rid} is at {lr_name(r['lr'])}, not "
+                    f"{lr_name(self.rates_from['rates'].get(r['arm'], r['lr']))}"
+                    for rid, r in sorted(self.record["runs"].items())
+                    if r["lr"] != self.rates_from["rates"].get(r["arm"], r["lr"])]
         if bad:
             sys.exit(f"{self.record_path}: " + "; ".join(bad) + ". Pass the record's values, or --tag/--results for "
                      "a separate record.")
@@ -150,6 +231,8 @@ class Bench:
                                    "shared": self.shared, "sft": SFT, "eval_samples": EVAL_SAMPLES,
                                    "task": self.a.task, "task_args": self.a.task_args,
                                    "arms": {k: ARMS[k] for k in ARMS}}
+        if self.rates_from:
+            self.record["protocol"]["rates_from"] = self.rates_from
         if not self.quick:
             self.record_path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(str(self.record_path), json.dumps(self.record, indent=1, default=str) + "\n")
@@ -310,46 +393,36 @@ class Bench:
         self.save()
 
     # ------------------------------------------------------------------------------------------------ decisions
+    # With --rates-from an arm has one rate, the borrowed one, and no grid of its own to finish.
     def arm_grid(self, arm: str) -> List[float]:
-        """An arm's rates: the protocol's grid (``LRS``, the same for every arm and every call), plus any rate the
-        record has a seed-1 run of this arm at (a lower rate added for this arm alone when its best was the grid's
-        lowest). ``--lrs`` only picks the rates a ``tune`` call runs: a call that adds 3e-5 for one arm must not make
-        the other arms' grids look incomplete."""
-        had = {r["lr"] for r in self.record["runs"].values() if r["arm"] == arm and r["seed"] == 1}
-        return sorted(set(LRS) | had)
+        if self.rates_from:
+            return [self.rates_from["rates"][arm]] if arm in self.rates_from["rates"] else []
+        return tuned_grid(self.record, arm)
 
     def best_by_lr(self, arm: str) -> Dict[float, float]:
-        """Seed-1 best validation NDCG@20 of every rate of the grid (NaN: not run or failed)."""
-        step0 = self.step0()
-        res = {}
-        for lr in self.arm_grid(arm):
-            r = self.record["runs"].get(run_id(arm, lr, 1))
-            res[lr] = (L.best_point(*L.with_step0(r["curves"], step0))[1]
-                       if r and r["status"] == "done" else float("nan"))
-        return res
+        best = tuned_best(self.record, arm)
+        return {lr: best.get(lr, float("nan")) for lr in self.arm_grid(arm)}
 
     def grid_complete(self, arm: str) -> bool:
-        """Whether every rate of the arm's grid has a finished seed-1 run."""
-        runs = self.record["runs"]
-        return all(runs.get(run_id(arm, lr, 1), {}).get("status") == "done" for lr in self.arm_grid(arm))
+        return bool(self.rates_from) or tuned_complete(self.record, arm)
+
+    def missing_lower(self, arm: str) -> Optional[float]:
+        return None if self.rates_from else tuned_missing_lower(self.record, arm)
+
+    def rate(self, arm: str) -> Optional[float]:
+        """The arm's rate: the borrowed one, or the best of its grid so far (None: nothing finished)."""
+        return self.rates_from["rates"].get(arm) if self.rates_from else L.choose_lr(self.best_by_lr(arm))[0]
 
     def chosen(self, arm: str) -> Optional[float]:
+        if self.rates_from:
+            return self.rate(arm)
         lr, lowest = L.choose_lr(self.best_by_lr(arm))
         if lr is not None and lowest:
             log(f"{arm}: best rate {lr_name(lr)} is the grid's lowest; the protocol adds a lower one (--lrs)")
         return lr
 
-    def missing_lower(self, arm: str) -> Optional[float]:
-        """The rate the protocol still asks for before an arm's final runs: when its grid is complete and its best
-        is the grid's lowest, the next lower rate (:func:`_learning.lower_rate`); else None."""
-        if not self.grid_complete(arm):
-            return None
-        lr, lowest = L.choose_lr(self.best_by_lr(arm))
-        return L.lower_rate(lr) if lr is not None and lowest else None
-
     def step0(self) -> Optional[float]:
-        v = self.record.get("sft", {}).get("val")
-        return v["metrics"]["rank/ndcg@20"][0] if v else None
+        return record_step0(self.record)
 
     # ------------------------------------------------------------------------------------------------ phases
     def plan(self) -> List[str]:
@@ -363,8 +436,10 @@ class Bench:
             if lower is not None:
                 todo.append(f"tune  {run_id(arm, lower, 1)} (its best is the grid's lowest: "
                             f"tune --arms {arm} --lrs {lr_name(lower)})")
+        if self.rates_from:
+            todo = []  # no grid on this task: every run is a final run at the borrowed rate
         for arm in self.a.arms:
-            lr = L.choose_lr(self.best_by_lr(arm))[0]
+            lr = self.rate(arm)
             if lr is None or any(t.startswith(f"tune  {arm}_lr") for t in todo):
                 todo.append(f"final {arm}: after its grid")
                 continue
@@ -375,6 +450,8 @@ class Bench:
         return todo
 
     def tune(self) -> None:
+        if self.rates_from:
+            sys.exit(f"this task runs at the rates {self.rates_from['record']} chose: no grid to tune; run `final`")
         for lr in self.a.lrs:  # rate-major: a load change on the shared machine hits every arm alike
             for arm in self.a.arms:
                 self.run(arm, lr, 1)
@@ -417,9 +494,14 @@ class Bench:
                                  "%.3f" % r["metrics"]["rank/recall@20"][0], "%.2f" % r["in_catalog_rate"][0],
                                  "%.2f" % r["duplicate_rate"][0]])
         out += ["\n### References\n", L.table(["list", "NDCG@20", "Recall@20", "in-catalog", "duplicates"], ref_rows)]
-        # the grid
+        # the grid, or the rates this task borrowed
+        if self.rates_from:
+            out += ["\n### Rates: chosen on another task\n",
+                    f"No grid on this task: each arm runs at the rate its grid chose on the validation rows of "
+                    f"`{self.rates_from['record']}`: " + ", ".join(
+                        f"{LABELS[arm]} {lr_name(lr)}" for arm, lr in self.rates_from["rates"].items()) + "."]
         grid_rows = []
-        for arm in ARMS:
+        for arm in ARMS if not self.rates_from else ():
             best = self.best_by_lr(arm)
             if all(math.isnan(v) for v in best.values()) and not any(r["arm"] == arm for r in runs.values()):
                 continue
@@ -442,13 +524,14 @@ class Bench:
             note = " (lowest)" if lowest else ""
             note += "" if self.grid_complete(arm) else " (grid incomplete: best so far)"
             grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + note) if lr else "-"])
-        out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; flat from: the "
-                f"first step after which the curve never rose more than {FLAT_TOL} above its running best)\n",
-                L.table(["arm", *map(lr_name, self.grid), "chosen"], grid_rows)]
+        if grid_rows:
+            out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; flat from: "
+                    f"the first step after which the curve never rose more than {FLAT_TOL} above its running best)\n",
+                    L.table(["arm", *map(lr_name, self.grid), "chosen"], grid_rows)]
         # final runs
         fin_rows, series = [], {}
         for arm in ARMS:
-            lr = L.choose_lr(self.best_by_lr(arm))[0]
+            lr = self.rate(arm)
             if lr is None:
                 continue
             rs = [runs[run_id(arm, lr, s)] for s in self.a.seeds if run_id(arm, lr, s) in runs]
@@ -474,7 +557,7 @@ class Bench:
         # steps ratio, per seed and on the mean curves
         ratio_lines = []
         for r_arm, s_arm in (("rank", "sequence"), ("rank_noshape", "sequence_noshape")):
-            lr_r, lr_s = (L.choose_lr(self.best_by_lr(a))[0] for a in (r_arm, s_arm))
+            lr_r, lr_s = (self.rate(a) for a in (r_arm, s_arm))
             if lr_r is None or lr_s is None:
                 continue
             per_seed = []
@@ -536,7 +619,7 @@ class Bench:
                                         if c in sft["metrics"] else "n/a" for c in cols),
                          "%.2f" % sft["in_catalog_rate"], "%.2f" % sft["duplicate_rate"]])
         for arm in ARMS:
-            lr = L.choose_lr(self.best_by_lr(arm))[0]
+            lr = self.rate(arm)
             tested = [runs[run_id(arm, lr, s)] for s in self.a.seeds
                       if lr is not None and runs.get(run_id(arm, lr, s), {}).get("test")]
             if tested:
@@ -593,6 +676,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lrs", nargs="+", type=float, default=list(LRS),
                     help="the rates a tune call runs (default: the protocol's grid, which every arm's choice reads "
                          "whatever this flag says)")
+    ap.add_argument("--rates-from", metavar="RECORD",
+                    help="run this task at the rates another record's grids chose (no grid here; `final` only), "
+                         "e.g. benchmarks/results/learning.json for a second task")
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds of the final runs")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--eval-every", type=int, default=5)

@@ -24,7 +24,8 @@ def _bench_args(lb, tmp_path, **changes):
     """learning.py's parsed arguments: the benchmark's protocol (200 steps, validation every 5, synth, 200 tokens),
     one arm, one rate, one seed, the record at tmp_path/rec.json; ``changes`` override."""
     args = dict(tag="t", out=str(tmp_path / "runs"), results=str(tmp_path / "rec.json"), quick=False, lrs=[1e-4],
-                seeds=[1], arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200)
+                seeds=[1], arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200,
+                rates_from=None)
     return lb.argparse.Namespace(**dict(args, **changes))
 
 
@@ -266,3 +267,58 @@ sys.exit(1)
     assert time.time() - t < 15
     with pytest.raises(ProcessLookupError):
         os.kill(launcher, 0)
+
+
+def test_a_second_task_runs_at_the_rates_another_record_chose(tmp_path, monkeypatch, capsys):
+    """--rates-from: each arm at the rate its finished grid chose in another record (no grid on this task: `plan`
+    lists only final runs, `tune` refuses); an arm without a finished grid there, a run at another rate and a later
+    call without the flag are refused by name; the report states the borrowed rates instead of a grid."""
+    lb = _load("learning")
+    monkeypatch.setattr(lb, "LRS", (1e-4, 3e-4))
+    step0 = {"val": {"metrics": {"rank/ndcg@20": [0.15, 0.01], "rank/recall@20": [0.2, 0.0]},
+                     "in_catalog_rate": 0.9, "duplicate_rate": 0.1}}
+
+    def run(arm, lr, seed, best):
+        return {"arm": arm, "lr": lr, "seed": seed, "status": "done", "rc": 0, "wall_s": 1.0, "steps_logged": 2,
+                "curves": {"eval_step": [10, 20], "eval_ndcg": [best - 0.05, best], "clip_low": [0.1]}}
+
+    # the default task: rank 0.30 at 3e-4 over 0.20 at 1e-4 -> 3e-4; sequence 0.25 at 1e-4 over 0.22 -> 1e-4, the
+    # grid's lowest, with its lower rate 3e-5 run (0.21) -> 1e-4; grpo best at its lowest rate, no lower one run
+    source = {"sft": step0, "runs": {lb.run_id(a, lr, 1): run(a, lr, 1, v) for a, lr, v in (
+        ("rank", 1e-4, 0.20), ("rank", 3e-4, 0.30), ("sequence", 3e-5, 0.21), ("sequence", 1e-4, 0.25),
+        ("sequence", 3e-4, 0.22), ("grpo", 1e-4, 0.26), ("grpo", 3e-4, 0.2))}}
+    src = tmp_path / "default.json"
+    src.write_text(json.dumps(source))
+    assert lb.rates_of(src, ["rank", "sequence"]) == {"rank": 3e-4, "sequence": 1e-4}
+    with pytest.raises(SystemExit, match=r"no finished grid for grpo there"):
+        lb.rates_of(src, ["rank", "grpo"])
+
+    # the second task's record, begun with `tune --arms rank --lrs 3e-4`: its run is at the borrowed rate
+    rec = tmp_path / "big.json"
+    protocol = {"steps": 200, "eval_every": 5, "lrs": [3e-4], "task": "synth", "task_args": "",
+                "shared": {"max_new_tokens": 200}}
+    rec.write_text(json.dumps({"runs": {"rank_lr3e-4_s1": run("rank", 3e-4, 1, 0.4)}, "sft": step0,
+                               "protocol": protocol}))
+    args = dict(results=str(rec), arms=["rank", "sequence"], seeds=[1, 2], rates_from=str(src))
+    b = lb.Bench(_bench_args(lb, tmp_path, **args))
+    assert b.rate("rank") == 3e-4 and b.rate("sequence") == 1e-4 and b.rate("grpo") is None
+    assert b.arm_grid("sequence") == [1e-4] and b.grid_complete("sequence") and b.missing_lower("rank") is None
+    assert b.plan() == ["final rank_lr3e-4_s1 (test evaluation)", "final rank_lr3e-4_s2",
+                        "final sequence_lr1e-4_s1", "final sequence_lr1e-4_s2"]
+    with pytest.raises(SystemExit, match="no grid to tune; run `final`"):
+        b.tune()
+    b.save()
+    saved = json.loads(rec.read_text())["protocol"]["rates_from"]
+    assert saved == {"record": str(src), "rates": {"rank": 3e-4, "sequence": 1e-4}}
+    text = b.report()
+    assert "### Rates: chosen on another task" in text and "Learning-rate grid" not in text
+    assert f"validation rows of `{src}`: Rank-GRPO (rank-level credit) 3e-4, sequence-level credit 1e-4." in text
+    assert "| Rank-GRPO (rank-level credit) | 3e-4 | 1/1 | 0 | 0.400 ± 0.000 |" in text  # no "(grid incomplete)"
+
+    # refused: the record's runs were made under --rates-from, this call has none; a run at another rate
+    with pytest.raises(SystemExit, match=rf"--rates-from None \(the record's runs used '{src}'\)"):
+        lb.Bench(_bench_args(lb, tmp_path, **dict(args, rates_from=None)))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"runs": {"rank_lr1e-4_s1": run("rank", 1e-4, 1, 0.4)}, "protocol": protocol}))
+    with pytest.raises(SystemExit, match=r"rank_lr1e-4_s1 is at 1e-4, not 3e-4"):
+        lb.Bench(_bench_args(lb, tmp_path, **dict(args, results=str(other))))
