@@ -162,7 +162,8 @@ class Bench:
                        else {"runs": {}})
         self.env = {**os.environ, **recipes.launch_environment()}
         self.shared = {**SHARED, "max_new_tokens": a.max_new_tokens}
-        # --rates-from: every arm at another record's chosen rate (the record named relative to the checkout when inside it)
+        # --rates-from: every arm at another record's chosen rate (the record is named relative to the checkout
+        # when it lies inside it)
         self.rates_from = None
         if a.rates_from:
             src = Path(a.rates_from)
