@@ -247,7 +247,8 @@ spec = importlib.util.spec_from_file_location("lb", {str(ROOT / 'benchmarks' / '
 lb = importlib.util.module_from_spec(spec); spec.loader.exec_module(lb)
 lb.install_interrupt_handlers()
 args = argparse.Namespace(tag="t", out={str(tmp_path / 'runs')!r}, results=None, quick=True, lrs=[3e-4], seeds=[1],
-                          arms=["rank"], steps=4, eval_every=2, task="synth", task_args="", max_new_tokens=200)
+                          arms=["rank"], steps=4, eval_every=2, task="synth", task_args="", max_new_tokens=200,
+                          rates_from=None)
 try:
     lb.Bench(args).sh([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(300)"],
                       Path({str(tmp_path / 'launcher.log')!r}))
