@@ -31,9 +31,13 @@ def mean_sd(xs: Iterable[float]) -> Tuple[float, float]:
 
 
 def fmt(xs: Iterable[float], digits: int = 3) -> str:
-    """``mean ± sd`` of ``xs`` (``n/a`` when nothing is finite)."""
+    """``mean ± sd`` of the finite values of ``xs``; the value alone when there is one (a sample sd needs two, and
+    "± 0.000" would claim a spread nobody measured); ``n/a`` when nothing is finite."""
+    xs = finite([float(x) for x in xs])
     m, sd = mean_sd(xs)
-    return "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {sd:.{digits}f}"
+    if math.isnan(m):
+        return "n/a"
+    return f"{m:.{digits}f}" if len(xs) == 1 else f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
 def plural(n: int, noun: str) -> str:

@@ -91,6 +91,12 @@ def run_id(arm: str, lr: float, seed: int) -> str:
     return f"{arm}_lr{lr_name(lr)}_s{seed}"
 
 
+def shown(path: Path) -> Path:
+    """``path`` as the docs name it: relative to the checkout when it lies inside it, else absolute."""
+    path = Path(path).resolve()
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def record_step0(record: dict) -> Optional[float]:
     """The SFT start's validation NDCG@20 (each curve's step 0), or None before the SFT start is evaluated."""
     v = record.get("sft", {}).get("val")
@@ -166,8 +172,7 @@ class Bench:
         # when it lies inside it)
         self.rates_from = None
         if a.rates_from:
-            src = Path(a.rates_from)
-            src = src.resolve().relative_to(ROOT) if src.resolve().is_relative_to(ROOT) else src.resolve()
+            src = shown(Path(a.rates_from))
             self.rates_from = {"record": str(src), "rates": rates_of(ROOT / src, a.arms)}
         self.check_protocol()
 
@@ -586,16 +591,16 @@ class Bench:
                                 "Validation NDCG@20 (sampled T=1), mean ± sd over seeds, each arm at its rate",
                                 series, hl)
             if png:
-                out.append(f"\nPlot: {png.relative_to(ROOT)}")
-            grid = {}
-            for rid, r in sorted(runs.items()):
+                out.append(f"\nPlot: {shown(png)}")
+            grid = {}  # the tuning runs (none with --rates-from: this task has no grid)
+            for rid, r in sorted(runs.items()) if not self.rates_from else ():
                 if r["seed"] == 1 and r["status"] == "done":
                     xs, ys = L.with_step0(r["curves"], step0)
                     grid[f"{LABELS[r['arm']]}, lr {lr_name(r['lr'])}"] = (xs, ys, [0.0] * len(xs))
-            png = L.plot_curves(Path(f"{self.img_prefix}_grid_val_ndcg.png"),
-                                "Validation NDCG@20 of every tuning run (seed 1)", grid, hl)
+            png = grid and L.plot_curves(Path(f"{self.img_prefix}_grid_val_ndcg.png"),
+                                         "Validation NDCG@20 of every tuning run (seed 1)", grid, hl)
             if png:
-                out.append(f"Plot of the grid: {png.relative_to(ROOT)}")
+                out.append(f"Plot of the grid: {shown(png)}")
         failed = [f"- {rid}: exit {r['rc']} after {r['wall_s']:.0f}s, {r['steps_logged']} steps logged"
                   for rid, r in sorted(runs.items()) if r["status"] == "failed"]
         failed += [f"- {rid}, earlier attempt: exit {x['rc']} after {x['wall_s']:.0f}s" for rid, r in

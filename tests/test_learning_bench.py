@@ -67,6 +67,7 @@ def test_statistics(L):
     assert sd == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
     assert L.mean_sd([0.5]) == (0.5, 0.0) and math.isnan(L.mean_sd([])[0])
     assert L.fmt([0.3, 0.5]) == "0.400 ± 0.141" and L.fmt([]) == "n/a"
+    assert L.fmt([0.3, float("nan")]) == "0.300"  # one value: no sd to show
     runs = [{"eval_step": [5, 10, 15], "eval_ndcg": [0.2, 0.3, 0.4]}, {"eval_step": [5, 10], "eval_ndcg": [0.4, 0.5]}]
     steps, mean, sd = L.mean_curve(runs, step0=0.1)
     assert steps == [0, 5, 10] and mean == pytest.approx([0.1, 0.3, 0.4]) and sd[0] == 0.0  # common steps only
@@ -302,6 +303,7 @@ def test_a_second_task_runs_at_the_rates_another_record_chose(tmp_path, monkeypa
                                "protocol": protocol}))
     args = dict(results=str(rec), arms=["rank", "sequence"], seeds=[1, 2], rates_from=str(src))
     b = lb.Bench(_bench_args(lb, tmp_path, **args))
+    b.img_prefix = tmp_path / "img" / "learning_t"  # the report's plots, not into docs/img
     assert b.rate("rank") == 3e-4 and b.rate("sequence") == 1e-4 and b.rate("grpo") is None
     assert b.arm_grid("sequence") == [1e-4] and b.grid_complete("sequence") and b.missing_lower("rank") is None
     assert b.plan() == ["final rank_lr3e-4_s1 (test evaluation)", "final rank_lr3e-4_s2",
@@ -314,7 +316,8 @@ def test_a_second_task_runs_at_the_rates_another_record_chose(tmp_path, monkeypa
     text = b.report()
     assert "### Rates: chosen on another task" in text and "Learning-rate grid" not in text
     assert f"validation rows of `{src}`: Rank-GRPO (rank-level credit) 3e-4, sequence-level credit 1e-4." in text
-    assert "| Rank-GRPO (rank-level credit) | 3e-4 | 1/1 | 0 | 0.400 ± 0.000 |" in text  # no "(grid incomplete)"
+    assert "| Rank-GRPO (rank-level credit) | 3e-4 | 1/1 | 0 | 0.400 |" in text  # no "(grid incomplete)"
+    assert "Plot of the grid" not in text and (tmp_path / "img" / "learning_t_val_ndcg.png").is_file()
 
     # refused: the record's runs were made under --rates-from, this call has none; a run at another rate
     with pytest.raises(SystemExit, match=rf"--rates-from None \(the record's runs used '{src}'\)"):
