@@ -433,7 +433,7 @@ class Bench:
     # ------------------------------------------------------------------------------------------------ phases
     def plan(self) -> List[str]:
         todo = []
-        for arm in self.a.arms:
+        for arm in self.a.arms if not self.rates_from else ():  # a borrowed-rate task has only final runs
             for lr in self.arm_grid(arm):
                 r = self.record["runs"].get(run_id(arm, lr, 1))
                 if not r or r["status"] != "done":
@@ -442,8 +442,6 @@ class Bench:
             if lower is not None:
                 todo.append(f"tune  {run_id(arm, lower, 1)} (its best is the grid's lowest: "
                             f"tune --arms {arm} --lrs {lr_name(lower)})")
-        if self.rates_from:
-            todo = []  # no grid on this task: every run is a final run at the borrowed rate
         for arm in self.a.arms:
             lr = self.rate(arm)
             if lr is None or any(t.startswith(f"tune  {arm}_lr") for t in todo):
