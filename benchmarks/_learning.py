@@ -244,7 +244,8 @@ def plot_curves(path: Path, title: str, series: Dict[str, Tuple[List[int], List[
     ax.set_xlabel("RL step")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    # below the axes: inside them it hid curves and reference labels wherever it was put
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
