@@ -271,7 +271,7 @@ sys.exit(1)
         os.kill(launcher, 0)
 
 
-def test_a_second_task_runs_at_the_rates_another_record_chose(tmp_path, monkeypatch, capsys):
+def test_a_second_task_runs_at_the_rates_another_record_chose(tmp_path, monkeypatch):
     """--rates-from: each arm at the rate its finished grid chose in another record (no grid on this task: `plan`
     lists only final runs, `tune` refuses); an arm without a finished grid there, a run at another rate and a later
     call without the flag are refused by name; the report states the borrowed rates instead of a grid."""
