@@ -172,8 +172,8 @@ class Bench:
         # when it lies inside it)
         self.rates_from = None
         if a.rates_from:
-            src = shown(Path(a.rates_from))
-            self.rates_from = {"record": str(src), "rates": rates_of(ROOT / src, a.arms)}
+            src = Path(a.rates_from).resolve()
+            self.rates_from = {"record": str(shown(src)), "rates": rates_of(src, a.arms)}
         self.check_protocol()
 
     @property
