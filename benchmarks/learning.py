@@ -45,7 +45,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -136,6 +136,21 @@ def tuned_missing_lower(record: dict, arm: str) -> Optional[float]:
     return L.lower_rate(lr) if lr is not None and lowest else None
 
 
+def tuned_choice(record: dict, arm: str) -> Tuple[Optional[float], str]:
+    """The rate an arm's final runs use (the best of its finished grid) and ``""``; or None and why there is none
+    yet: a rate of its grid without a finished tuning run, or its best is the grid's lowest and the protocol first
+    adds the next lower rate."""
+    if not tuned_complete(record, arm):
+        return None, "its grid has a rate without a finished tuning run; run `tune` first (`plan` lists it)"
+    lr, lowest = L.choose_lr(tuned_best(record, arm))
+    if lr is None:
+        return None, "no tuning run of its grid recorded a validation curve"
+    if lowest:
+        return None, (f"its best rate {lr_name(lr)} is the grid's lowest; no final runs before its grid has the "
+                      f"lower rate: tune --arms {arm} --lrs {lr_name(L.lower_rate(lr))}")
+    return lr, ""
+
+
 def rates_of(path: Path, arms: Sequence[str]) -> Dict[str, float]:
     """The rate each arm whose grid is finished in the record at ``path`` chose there (on that task's validation
     rows); exits naming the arms of ``arms`` whose grid there is not finished (incomplete, or waiting for the lower
@@ -146,8 +161,8 @@ def rates_of(path: Path, arms: Sequence[str]) -> Dict[str, float]:
         sys.exit(f"--rates-from {path}: not a readable record ({e})")
     rates = {}
     for arm in ARMS:
-        lr = L.choose_lr(tuned_best(record, arm))[0]
-        if lr is not None and tuned_complete(record, arm) and tuned_missing_lower(record, arm) is None:
+        lr = tuned_choice(record, arm)[0]
+        if lr is not None:
             rates[arm] = lr
     missing = [arm for arm in arms if arm not in rates]
     if missing:
@@ -419,12 +434,14 @@ class Bench:
         """The arm's rate: the borrowed one, or the best of its grid so far (None: nothing finished)."""
         return self.rates_from["rates"].get(arm) if self.rates_from else L.choose_lr(self.best_by_lr(arm))[0]
 
-    def chosen(self, arm: str) -> Optional[float]:
+    def final_rate(self, arm: str) -> Optional[float]:
+        """The rate of the arm's final runs: the borrowed one, or its grid's choice (None, said why, while the
+        protocol still asks for a tuning run)."""
         if self.rates_from:
-            return self.rate(arm)
-        lr, lowest = L.choose_lr(self.best_by_lr(arm))
-        if lr is not None and lowest:
-            log(f"{arm}: best rate {lr_name(lr)} is the grid's lowest; the protocol adds a lower one (--lrs)")
+            return self.rates_from["rates"].get(arm)
+        lr, why = tuned_choice(self.record, arm)
+        if why:
+            log(f"{arm}: {why}")
         return lr
 
     def step0(self) -> Optional[float]:
@@ -463,14 +480,8 @@ class Bench:
     def final(self) -> None:
         for seed in self.a.seeds:
             for arm in self.a.arms:
-                lr = self.chosen(arm)
-                if lr is None or not self.grid_complete(arm):
-                    log(f"{arm}: its grid has a rate without a finished tuning run; run `tune` first (`plan` lists it)")
-                    continue
-                lower = self.missing_lower(arm)
-                if lower is not None:
-                    log(f"{arm}: no final runs before its grid has the lower rate: tune --arms {arm} --lrs "
-                        f"{lr_name(lower)}")
+                lr = self.final_rate(arm)
+                if lr is None:
                     continue
                 self.run(arm, lr, seed)
                 self.test_eval(run_id(arm, lr, seed))

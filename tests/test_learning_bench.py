@@ -153,8 +153,9 @@ def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     b = lb.Bench(_bench_args(lb, tmp_path, results=str(path), quick=True, lrs=[1e-4, 3e-4], seeds=[1, 2],
                              arms=list(lb.ARMS), steps=20, eval_every=10))
     b.record = record
-    assert b.chosen("rank") == 3e-4 and b.chosen("sequence") == 1e-4  # sequence's 3e-4 run failed
-    assert "sequence" in capsys.readouterr().out  # its best is the grid's lowest: said
+    assert b.rate("rank") == 3e-4 and b.rate("sequence") == 1e-4  # sequence's 3e-4 run failed: best so far
+    assert b.final_rate("rank") == 3e-4 and b.final_rate("sequence") is None  # no final runs on an unfinished grid
+    assert "sequence: its grid has a rate without a finished tuning run" in capsys.readouterr().out
     text = b.report()
     assert "| **0.310** @20 (last 0.310, flat from 10) |" in text  # best 0.31 at 20, within 0.02 of 0.30 at 10
     # seed 1: sequence best 0.28 at step 20, rank reaches it at 10 -> 0.5; seed 2: 0.27 at 20, rank at 10 -> 0.5
@@ -175,7 +176,7 @@ def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     b.a.lrs = [3e-5]
     assert b.arm_grid("sequence") == [3e-5, 1e-4, 3e-4] and b.arm_grid("rank") == [1e-4, 3e-4]
     assert b.grid_complete("rank")
-    assert b.chosen("sequence") == 3e-5 and "sequence" in capsys.readouterr().out  # 3e-5 is now its lowest
+    assert b.rate("sequence") == 3e-5  # 3e-5 is now its lowest
     text = b.report()
     assert "| Rank-GRPO (rank-level credit) | - | 0.250 @20" in text
     assert "| sequence-level credit | **0.290** @10" in text
