@@ -60,7 +60,9 @@ GRPO_CLIP = 0.2  # DeepSeekMath's token-level clip (OpenRLHF's default)
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for deepspeed's --master_port)."""
+    """A TCP port free on 127.0.0.1 when asked (bind to port 0, read it, close): deepspeed's ``--master_port`` and
+    the port a one-rank group moves to when its own was taken (``openrlhf_cpu.rendezvous``). Free only at the time
+    of asking; the caller binds it later and must handle losing it in between."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
