@@ -675,7 +675,8 @@ def plugin_importable_or_exit(python: Sequence[str] = (sys.executable,)) -> None
                  f"Install it first: `pip install -e {ROOT}` (or bash scripts/install_cpu.sh).")
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line, ``--quick``'s settings applied."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("phase", choices=["plan", "tune", "final", "report"])
@@ -706,6 +707,11 @@ def main(argv=None) -> int:
         a.tag = "quick" + ("" if a.task == "synth" else f"_{a.task}")
         a.steps, a.eval_every, a.lrs, a.seeds = 4, 2, [3e-4], [1]
         a.arms = [x for x in a.arms if x in ("rank", "sequence")] or a.arms[:1]
+    return a
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
     install_interrupt_handlers()
     b = Bench(a)
     if a.phase == "plan":

@@ -21,12 +21,12 @@ def _load(name):
 
 
 def _bench_args(lb, tmp_path, **changes):
-    """learning.py's parsed arguments: the benchmark's protocol (200 steps, validation every 5, synth, 200 tokens),
-    one arm, one rate, one seed, the record at tmp_path/rec.json; ``changes`` override."""
-    args = dict(tag="t", out=str(tmp_path / "runs"), results=str(tmp_path / "rec.json"), quick=False, lrs=[1e-4],
-                seeds=[1], arms=["rank"], steps=200, eval_every=5, task="synth", task_args="", max_new_tokens=200,
-                rates_from=None)
-    return lb.argparse.Namespace(**dict(args, **changes))
+    """learning.py's parsed arguments (its own parser): the benchmark's protocol (200 steps, validation every 5,
+    synth, 200 tokens), one arm, one rate, one seed, the record at tmp_path/rec.json; ``changes`` override."""
+    a = lb.parse_args(["final", "--tag", "t", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "rec.json"),
+                       "--lrs", "1e-4", "--seeds", "1", "--arms", "rank"])
+    vars(a).update(changes)
+    return a
 
 
 @pytest.fixture(scope="module")
@@ -242,15 +242,13 @@ def test_a_signal_ends_the_run_and_what_it_started(tmp_path, sig):
 
     script = tmp_path / "child.py"
     script.write_text(f"""
-import importlib.util, sys, argparse
+import importlib.util, sys
 from pathlib import Path
 sys.path.insert(0, {str(ROOT / 'benchmarks')!r})
 spec = importlib.util.spec_from_file_location("lb", {str(ROOT / 'benchmarks' / 'learning.py')!r})
 lb = importlib.util.module_from_spec(spec); spec.loader.exec_module(lb)
 lb.install_interrupt_handlers()
-args = argparse.Namespace(tag="t", out={str(tmp_path / 'runs')!r}, results=None, quick=True, lrs=[3e-4], seeds=[1],
-                          arms=["rank"], steps=4, eval_every=2, task="synth", task_args="", max_new_tokens=200,
-                          rates_from=None)
+args = lb.parse_args(["final", "--quick", "--arms", "rank", "--out", {str(tmp_path / 'runs')!r}])
 try:
     lb.Bench(args).sh([sys.executable, "-c", "import os, time; print(os.getpid(), flush=True); time.sleep(300)"],
                       Path({str(tmp_path / 'launcher.log')!r}))
