@@ -45,7 +45,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -127,28 +127,30 @@ def tuned_complete(record: dict, arm: str) -> bool:
                for lr in tuned_grid(record, arm))
 
 
-def tuned_missing_lower(record: dict, arm: str) -> Optional[float]:
-    """The rate the protocol still asks for before an arm's final runs: when its grid is complete and its best is
-    the grid's lowest, the next lower rate (:func:`_learning.lower_rate`); else None."""
-    if not tuned_complete(record, arm):
-        return None
-    lr, lowest = L.choose_lr(tuned_best(record, arm))
-    return L.lower_rate(lr) if lr is not None and lowest else None
+class TunedChoice(NamedTuple):
+    """What an arm's finished grid decides: ``rate`` of its final runs (None while the protocol still asks for a
+    tuning run), ``lower`` the next lower rate the protocol asks for (its best is the grid's lowest; else None), and
+    ``why`` there is no rate yet (``""`` when there is one)."""
+    rate: Optional[float]
+    lower: Optional[float]
+    why: str
 
 
-def tuned_choice(record: dict, arm: str) -> Tuple[Optional[float], str]:
-    """The rate an arm's final runs use (the best of its finished grid) and ``""``; or None and why there is none
-    yet: a rate of its grid without a finished tuning run, or its best is the grid's lowest and the protocol first
-    adds the next lower rate."""
+def tuned_choice(record: dict, arm: str) -> TunedChoice:
+    """The arm's grid decision, read once from the record: no rate while a rate of its grid has no finished tuning
+    run; when its best is the grid's lowest, no rate and the next lower rate (:func:`_learning.lower_rate`) to run
+    first; else the best rate."""
     if not tuned_complete(record, arm):
-        return None, "its grid has a rate without a finished tuning run; run `tune` first (`plan` lists it)"
+        return TunedChoice(None, None, "its grid has a rate without a finished tuning run; run `tune` first (`plan` "
+                                       "lists it)")
     lr, lowest = L.choose_lr(tuned_best(record, arm))
     if lr is None:
-        return None, "no tuning run of its grid recorded a validation curve"
+        return TunedChoice(None, None, "no tuning run of its grid recorded a validation curve")
     if lowest:
-        return None, (f"its best rate {lr_name(lr)} is the grid's lowest; no final runs before its grid has the "
-                      f"lower rate: tune --arms {arm} --lrs {lr_name(L.lower_rate(lr))}")
-    return lr, ""
+        lower = L.lower_rate(lr)
+        return TunedChoice(None, lower, f"its best rate {lr_name(lr)} is the grid's lowest; no final runs before its "
+                                        f"grid has the lower rate: tune --arms {arm} --lrs {lr_name(lower)}")
+    return TunedChoice(lr, None, "")
 
 
 def rates_of(path: Path, arms: Sequence[str]) -> Dict[str, float]:
@@ -161,7 +163,7 @@ def rates_of(path: Path, arms: Sequence[str]) -> Dict[str, float]:
         sys.exit(f"--rates-from {path}: not a readable record ({e})")
     rates = {}
     for arm in ARMS:
-        lr = tuned_choice(record, arm)[0]
+        lr = tuned_choice(record, arm).rate
         if lr is not None:
             rates[arm] = lr
     missing = [arm for arm in arms if arm not in rates]
@@ -428,7 +430,7 @@ class Bench:
         return bool(self.rates_from) or tuned_complete(self.record, arm)
 
     def missing_lower(self, arm: str) -> Optional[float]:
-        return None if self.rates_from else tuned_missing_lower(self.record, arm)
+        return None if self.rates_from else tuned_choice(self.record, arm).lower
 
     def rate(self, arm: str) -> Optional[float]:
         """The arm's rate: the borrowed one, or the best of its grid so far (None: nothing finished)."""
@@ -439,7 +441,7 @@ class Bench:
         protocol still asks for a tuning run)."""
         if self.rates_from:
             return self.rates_from["rates"].get(arm)
-        lr, why = tuned_choice(self.record, arm)
+        lr, _, why = tuned_choice(self.record, arm)
         if why:
             log(f"{arm}: {why}")
         return lr
