@@ -449,6 +449,11 @@ class Bench:
     def step0(self) -> Optional[float]:
         return record_step0(self.record)
 
+    def seeds_of(self, arm: str, lr: Optional[float]) -> List[int]:
+        """The seeds the record holds a run of for ``arm`` at ``lr``, in order: the report shows every one, whatever
+        seeds the call that prints it ran (``final --seeds 3`` reports seeds 1-3 and draws them all)."""
+        return sorted(r["seed"] for r in self.record["runs"].values() if r["arm"] == arm and r["lr"] == lr)
+
     # ------------------------------------------------------------------------------------------------ phases
     def plan(self) -> List[str]:
         todo = []
@@ -551,7 +556,7 @@ class Bench:
             lr = self.rate(arm)
             if lr is None:
                 continue
-            rs = [runs[run_id(arm, lr, s)] for s in self.a.seeds if run_id(arm, lr, s) in runs]
+            rs = [runs[run_id(arm, lr, s)] for s in self.seeds_of(arm, lr)]
             done = [r for r in rs if r["status"] == "done"]
             tested = [r for r in done if r.get("test")]
             if not done:
@@ -578,9 +583,9 @@ class Bench:
             if lr_r is None or lr_s is None:
                 continue
             per_seed = []
-            for s in self.a.seeds:
-                a, b = runs.get(run_id(r_arm, lr_r, s)), runs.get(run_id(s_arm, lr_s, s))
-                if a and b and a["status"] == b["status"] == "done":
+            for s in sorted(set(self.seeds_of(r_arm, lr_r)) & set(self.seeds_of(s_arm, lr_s))):
+                a, b = runs[run_id(r_arm, lr_r, s)], runs[run_id(s_arm, lr_s, s)]
+                if a["status"] == b["status"] == "done":
                     res = L.steps_ratio(L.with_step0(a["curves"], step0), L.with_step0(b["curves"], step0))
                     per_seed.append(res)
                     ratio_lines.append(f"- {r_arm} vs {s_arm}, seed {s}: {s_arm} best {res['target']:.3f} at step "
@@ -637,8 +642,7 @@ class Bench:
                          "%.2f" % sft["in_catalog_rate"], "%.2f" % sft["duplicate_rate"]])
         for arm in ARMS:
             lr = self.rate(arm)
-            tested = [runs[run_id(arm, lr, s)] for s in self.a.seeds
-                      if lr is not None and runs.get(run_id(arm, lr, s), {}).get("test")]
+            tested = [runs[run_id(arm, lr, s)] for s in self.seeds_of(arm, lr) if runs[run_id(arm, lr, s)].get("test")]
             if tested:
                 rows.append([f"{LABELS[arm]} ({L.plural(len(tested), 'seed')})",
                              *(L.fmt([r["test"]["metrics"][c][0] for r in tested]) if all(

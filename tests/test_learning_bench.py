@@ -168,6 +168,9 @@ def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     assert "| popularity lists | 0.100 ± 0.000 |" in text
     sd = ((0.3 - 0.4) ** 2 * 2) ** 0.5  # sample sd of (0.3, 0.5)
     assert f"| Rank-GRPO (rank-level credit) (2 seeds) | 0.400 ± {sd:.3f} | 0.400 ± {sd:.3f} |" in text
+    b.a.seeds = [2]  # a `final --seeds 2` call reports every seed the record holds, not only the one it ran
+    assert b.report() == text
+    b.a.seeds = [1, 2]
     assert lb.lr_name(3e-4) == "3e-4" and lb.lr_name(1e-3) == "1e-3"
 
     # a lower rate added for one arm alone (its best was the grid's lowest): its grid has it, the others do not,
