@@ -449,10 +449,11 @@ class Bench:
     def step0(self) -> Optional[float]:
         return record_step0(self.record)
 
-    def seeds_of(self, arm: str, lr: Optional[float]) -> List[int]:
-        """The seeds the record holds a run of for ``arm`` at ``lr``, in order: the report shows every one, whatever
-        seeds the call that prints it ran (``final --seeds 3`` reports seeds 1-3 and draws them all)."""
-        return sorted(r["seed"] for r in self.record["runs"].values() if r["arm"] == arm and r["lr"] == lr)
+    def runs_of(self, arm: str, lr: Optional[float]) -> Dict[int, dict]:
+        """seed -> run of every run the record holds of ``arm`` at ``lr``, in seed order: the report shows every
+        one, whatever seeds the call that prints it ran (``final --seeds 3`` reports seeds 1-3 and draws them all)."""
+        return dict(sorted(((r["seed"], r) for r in self.record["runs"].values() if r["arm"] == arm and r["lr"] == lr),
+                           key=lambda seed_run: seed_run[0]))
 
     # ------------------------------------------------------------------------------------------------ phases
     def plan(self) -> List[str]:
@@ -556,7 +557,7 @@ class Bench:
             lr = self.rate(arm)
             if lr is None:
                 continue
-            rs = [runs[run_id(arm, lr, s)] for s in self.seeds_of(arm, lr)]
+            rs = list(self.runs_of(arm, lr).values())
             done = [r for r in rs if r["status"] == "done"]
             tested = [r for r in done if r.get("test")]
             if not done:
@@ -583,8 +584,9 @@ class Bench:
             if lr_r is None or lr_s is None:
                 continue
             per_seed = []
-            for s in sorted(set(self.seeds_of(r_arm, lr_r)) & set(self.seeds_of(s_arm, lr_s))):
-                a, b = runs[run_id(r_arm, lr_r, s)], runs[run_id(s_arm, lr_s, s)]
+            by_seed_r, by_seed_s = self.runs_of(r_arm, lr_r), self.runs_of(s_arm, lr_s)
+            for s in sorted(by_seed_r.keys() & by_seed_s.keys()):
+                a, b = by_seed_r[s], by_seed_s[s]
                 if a["status"] == b["status"] == "done":
                     res = L.steps_ratio(L.with_step0(a["curves"], step0), L.with_step0(b["curves"], step0))
                     per_seed.append(res)
@@ -629,7 +631,7 @@ class Bench:
     def cutoff_table(self) -> List[str]:
         """Test rows at every cut-off (rank-aligned Recall/NDCG@5/10/20, in-catalog, duplicates): the references, the
         SFT start and each arm's final runs (mean ± sd over seeds; the references' sd is over their draws)."""
-        rec, runs = self.record, self.record["runs"]
+        rec = self.record
         cols = [f"rank/{m}@{c}" for m in ("recall", "ndcg") for c in (5, 10, 20)]
         rows = []
         for kind, r in rec.get("references", {}).get("test", {}).items():
@@ -642,7 +644,7 @@ class Bench:
                          "%.2f" % sft["in_catalog_rate"], "%.2f" % sft["duplicate_rate"]])
         for arm in ARMS:
             lr = self.rate(arm)
-            tested = [runs[run_id(arm, lr, s)] for s in self.seeds_of(arm, lr) if runs[run_id(arm, lr, s)].get("test")]
+            tested = [r for r in self.runs_of(arm, lr).values() if r.get("test")]
             if tested:
                 rows.append([f"{LABELS[arm]} ({L.plural(len(tested), 'seed')})",
                              *(L.fmt([r["test"]["metrics"][c][0] for r in tested]) if all(
