@@ -2,6 +2,7 @@
 real launcher on CPU, tuned and decided on validation rows only.
 
     python3 benchmarks/learning.py plan                      # what the protocol still has to run, nothing run
+    python3 benchmarks/learning.py setup                     # task, SFT start and references only, no RL run
     python3 benchmarks/learning.py tune                      # lr grid: every arm x every rate, seed 1
     python3 benchmarks/learning.py tune --arms rank sequence --lrs 3e-4
     python3 benchmarks/learning.py final                     # seeds 1-3 of every tuned arm at its chosen rate
@@ -457,7 +458,9 @@ class Bench:
 
     # ------------------------------------------------------------------------------------------------ phases
     def plan(self) -> List[str]:
-        todo = []
+        sft = self.record.get("sft", {})
+        todo = [] if "val" in sft and "test" in sft else ["setup (task, SFT start, its evaluations): the first tune or "
+                                                          "final call, or `setup` alone"]
         for arm in self.a.arms if not self.rates_from else ():  # a borrowed-rate task has only final runs
             for lr in self.arm_grid(arm):
                 r = self.record["runs"].get(run_id(arm, lr, 1))
@@ -687,7 +690,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line, ``--quick``'s settings applied."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("phase", choices=["plan", "tune", "final", "report"])
+    ap.add_argument("phase", choices=["plan", "setup", "tune", "final", "report"])
     ap.add_argument("--tag", default="", help="a separate task / record: runs/learning_TAG, "
                     "benchmarks/results/learning_TAG.json, docs/img/learning_TAG_*.png")
     ap.add_argument("--task", default="synth", choices=["synth", "redial"],
@@ -725,12 +728,13 @@ def main(argv=None) -> int:
     if a.phase == "plan":
         print("\n".join(b.plan()) or "nothing left to run")
         return 0
-    if a.phase in ("tune", "final"):
+    if a.phase in ("setup", "tune", "final"):
         plugin_importable_or_exit()
         b.lock()
         try:
-            b.setup()
-            getattr(b, a.phase)()
+            b.setup()  # tune and final begin with it; `setup` alone stops here (the SFT start is hours on ReDial)
+            if a.phase != "setup":
+                getattr(b, a.phase)()
         except KeyboardInterrupt as e:
             log(f"interrupted ({e or 'SIGINT'}): the run in progress was killed; finished runs are in the record")
             return 130

@@ -279,8 +279,9 @@ def test_a_second_task_runs_at_the_rates_another_record_chose(tmp_path, monkeypa
     call without the flag are refused by name; the report states the borrowed rates instead of a grid."""
     lb = _load("learning")
     monkeypatch.setattr(lb, "LRS", (1e-4, 3e-4))
-    step0 = {"val": {"metrics": {"rank/ndcg@20": [0.15, 0.01], "rank/recall@20": [0.2, 0.0]},
-                     "in_catalog_rate": 0.9, "duplicate_rate": 0.1}}
+    ev = {"metrics": {"rank/ndcg@20": [0.15, 0.01], "rank/recall@20": [0.2, 0.0]}, "in_catalog_rate": 0.9,
+          "duplicate_rate": 0.1}
+    step0 = {"val": ev, "test": ev}  # the SFT start evaluated on both splits: `setup` is done
 
     def run(arm, lr, seed, best):
         return {"arm": arm, "lr": lr, "seed": seed, "status": "done", "rc": 0, "wall_s": 1.0, "steps_logged": 2,
@@ -310,6 +311,11 @@ def test_a_second_task_runs_at_the_rates_another_record_chose(tmp_path, monkeypa
     assert b.arm_grid("sequence") == [1e-4] and b.grid_complete("sequence") and b.missing_lower("rank") is None
     assert b.plan() == ["final rank_lr3e-4_s1 (test evaluation)", "final rank_lr3e-4_s2",
                         "final sequence_lr1e-4_s1", "final sequence_lr1e-4_s2"]
+    b.record["sft"] = {"val": ev}  # an SFT start never evaluated on the test rows: setup comes first
+    assert b.plan()[0].startswith("setup (task, SFT start, its evaluations)") and b.plan()[1:] == [
+        "final rank_lr3e-4_s1 (test evaluation)", "final rank_lr3e-4_s2", "final sequence_lr1e-4_s1",
+        "final sequence_lr1e-4_s2"]
+    b.record["sft"] = step0
     with pytest.raises(SystemExit, match="no grid to tune; run `final`"):
         b.tune()
     b.save()
