@@ -320,7 +320,7 @@ class Bench:
                      f"({sft_rec['weights_sha256'][:12]}): its runs would not be comparable; use another --tag")
         sft_rec["weights_sha256"] = h.hexdigest()
         task_info = json.loads((task / "task.json").read_text())
-        self.record["task"] = {"config": task_info["config"], "splits": task_info["splits"]}
+        self.record["task"] = task_info  # the generator's whole summary (ReDial's: the kNN choice, what it dropped)
         for split in ("val", "test"):
             if split not in sft_rec:
                 sft_rec[split] = self.evaluate(sft_dir, split, out / "sft_eval" / split)
