@@ -732,7 +732,7 @@ def main(argv=None) -> int:
         plugin_importable_or_exit()
         b.lock()
         try:
-            b.setup()  # tune and final begin with it; `setup` alone stops here (the SFT start is hours on ReDial)
+            b.setup()  # tune and final begin with it; `setup` alone stops here
             if a.phase != "setup":
                 getattr(b, a.phase)()
         except KeyboardInterrupt as e:
