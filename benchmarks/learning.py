@@ -74,6 +74,7 @@ LRS = (1e-4, 3e-4, 1e-3)
 SHARED = dict(prompts_per_step=4, samples=8, mu=2, kl_coef=1e-3, temperature=1.0)
 SFT = dict(epochs=5, batch=8, micro_batch=8, lr=3e-3, max_len=512)
 EVAL_SAMPLES = 8  # sampled lists per conversation, in training-time validation and in every final evaluation
+EVAL_SPLITS = ("val", "test")  # the held-out splits the SFT start and the references are scored on
 FLAT_TOL = 0.02  # a curve is flat from the first step after which it never rises more than this above its best
 REFERENCE_DRAWS = 16  # random / oracle lists drawn per conversation for the reference rows
 BASELINES = ("popularity", "item_knn")  # rank_grpo_plugin.tasks.redial.BASELINES, without importing torch here
@@ -321,7 +322,7 @@ class Bench:
         sft_rec["weights_sha256"] = h.hexdigest()
         task_info = json.loads((task / "task.json").read_text())
         self.record["task"] = task_info  # the generator's whole summary (ReDial's: the kNN choice, what it dropped)
-        for split in ("val", "test"):
+        for split in EVAL_SPLITS:
             if split not in sft_rec:
                 sft_rec[split] = self.evaluate(sft_dir, split, out / "sft_eval" / split)
         if "references" not in self.record:
@@ -335,7 +336,7 @@ class Bench:
         task = self.out / "task"
         catalog = Catalog.from_file(task / "catalog.jsonl")
         refs = {}
-        for split in ("val", "test"):
+        for split in EVAL_SPLITS:
             rows = load_rows(str(task / f"{split}.jsonl"), need_completion=True)
             refs[split] = {kind: L.score_lists(rows, L.reference_lists(rows, catalog, kind, draws=draws), catalog)
                            for kind, draws in (("teacher", 1), ("random", REFERENCE_DRAWS),
@@ -459,8 +460,8 @@ class Bench:
     # ------------------------------------------------------------------------------------------------ phases
     def plan(self) -> List[str]:
         sft = self.record.get("sft", {})
-        todo = [] if "val" in sft and "test" in sft else ["setup (task, SFT start, its evaluations): the first tune or "
-                                                          "final call, or `setup` alone"]
+        todo = [] if all(split in sft for split in EVAL_SPLITS) else [
+            "setup (task, SFT start, its evaluations): the first tune or final call, or `setup` alone"]
         for arm in self.a.arms if not self.rates_from else ():  # a borrowed-rate task has only final runs
             for lr in self.arm_grid(arm):
                 r = self.record["runs"].get(run_id(arm, lr, 1))
@@ -508,7 +509,7 @@ class Bench:
                    f"{rec.get('sft', {}).get('weights_sha256', '?')[:12]}.")
         # references
         ref_rows = []
-        for split in ("val", "test"):
+        for split in EVAL_SPLITS:
             sft = rec.get("sft", {}).get(split)
             if sft:
                 ref_rows.append([f"SFT start ({split})", f"{sft['metrics']['rank/ndcg@20'][0]:.3f} ± "
