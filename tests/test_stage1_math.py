@@ -8,7 +8,7 @@ import torch
 
 from rank_grpo_plugin.stage1.adjust import adjust_loss, apply_adjust, fit_adjust
 from rank_grpo_plugin.stage1.reflect import parse_ratings, reflect_messages, reflect_scores
-from rank_grpo_plugin.stage1.remap import rank_weights, remap_scores, top_candidates
+from rank_grpo_plugin.stage1.remap import HashEmbedder, rank_weights, remap_scores, top_candidates
 
 
 def test_rank_weights():
@@ -57,6 +57,26 @@ def test_top_candidates_bans_and_ties():
     assert idx.tolist() == [[2, 3, 0]] and val.tolist() == [[3.0, 2.0, 1.0]]
     with pytest.raises(ValueError, match="n-candidates"):
         top_candidates(scores, banned, 5)
+
+
+def test_hash_embedder_counts_every_trigram_as_a_slow_loop_does():
+    """The embedder against the obvious loop: one count per padded, casefolded character trigram in its blake2b
+    bucket, then L2 rows; repeated trigrams count twice, an empty text is its padding's two trigrams."""
+    import hashlib
+
+    texts = ["Heat (1995)", "", "aaaa", "Amélie (2001)", "HEAT (1995)"]
+    dim = 16
+    want = torch.zeros(len(texts), dim)
+    for i, t in enumerate(texts):
+        s = "  " + t.casefold() + "  "
+        for j in range(len(s) - 2):
+            h = hashlib.blake2b(s[j:j + 3].encode("utf-8"), digest_size=4).digest()
+            want[i, int.from_bytes(h, "little") % dim] += 1.0
+    got = HashEmbedder(dim=dim)(texts)
+    assert got.shape == (5, dim) and got.dtype == torch.float32
+    assert torch.allclose(got, want / want.norm(dim=1, keepdim=True), atol=0, rtol=0)
+    assert torch.equal(got[0], got[4])  # casefolded
+    assert want[2].sum() == 6 and want[1].sum() == 2  # "  aaaa  ": 6 trigrams; "    ": 2
 
 
 def test_parse_ratings_strict_but_tolerant():

@@ -179,12 +179,23 @@ class HashEmbedder:
         self.dim = dim
 
     def __call__(self, texts: Sequence[str]) -> torch.Tensor:
-        out = torch.zeros(len(texts), self.dim)
+        """[N, dim] float32 rows, one per text. Each distinct trigram is hashed once (a catalog repeats most of
+        them); the counts go in with one scatter-add rather than one tensor write per trigram."""
+        bucket: dict = {}
+        rows, cols = [], []
         for i, t in enumerate(texts):
             s = f"  {t.casefold()}  "
             for j in range(len(s) - 2):
-                h = int.from_bytes(hashlib.blake2b(s[j:j + 3].encode("utf-8"), digest_size=4).digest(), "little")
-                out[i, h % self.dim] += 1.0
+                g = s[j:j + 3]
+                b = bucket.get(g)
+                if b is None:
+                    h = int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=4).digest(), "little")
+                    b = bucket[g] = h % self.dim
+                rows.append(i)
+                cols.append(b)
+        out = torch.zeros(len(texts), self.dim)
+        out.index_put_((torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)),
+                       torch.ones(len(rows)), accumulate=True)
         return torch.nn.functional.normalize(out, dim=1)
 
 
