@@ -1,12 +1,14 @@
-"""Faults through the real launcher (`python -m openrlhf.cli.train_ppo_ray`) on CPU: bad data and dead rollout engines.
+"""Faults through the real launcher (`python -m` / `deepspeed --module openrlhf.cli.train_ppo_ray`) on CPU: bad data
+and dead rollout engines.
 
 Bad data: a bad label in a local prompt dataset and a missing catalog stop the launcher process in its argument
 checks, before Ray starts (a run takes seconds), naming the file, the line and the field (every label kind and
 catalog case: the same checks in-process, tests/openrlhf/test_bad_data.py); a dataset the launcher cannot read
 (parquet) is stopped by the estimator on the first batch, before any training step.
 A dead rollout engine: vLLM refusing to start (a KV cache larger than the machine) and a vLLM worker that exits at
-the first weight sync end the job, non-zero, within a bound after the fault, with an error naming the engine; no
-process of the run survives it (found by an environment marker, never by name).
+a weight sync after two trained GRPO steps (the suite's `deepspeed --module` launcher run) end the job, non-zero,
+within a bound after the fault, with an error naming the engine; no process of the run survives it (found by an
+environment marker, never by name).
 """
 from __future__ import annotations
 
@@ -25,6 +27,10 @@ import pytest
 import torch
 
 from openrlhf_cpu.procs import kill_marked
+
+# pytest puts this folder on sys.path
+from test_cpu_launcher import check_steps, deepspeed_runner  # noqa: E402
+from test_cpu_launcher import launcher_args as grpo_launcher_args  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend tests; CUDA runs the GPU path")]
@@ -197,14 +203,18 @@ def test_engine_dead_at_start_up_ends_the_job(launch, tiny_model, prompt_data, t
           f"({run.elapsed:.1f} s in all)")
 
 
-def test_engine_dead_mid_run_ends_the_job(launch, tiny_model, prompt_data, tmp_path):
-    """The vLLM worker process exits when the first weight sync reaches it (after one rollout and one training
-    step), as an engine killed mid-run would."""
-    run = _engine_died(launch, launcher_args(tiny_model, prompt_data, tmp_path / "out", None),
-                       {"RANK_GRPO_PLUGIN_CPU_FAULT": "engine_exit:1"},
-                       "FAULT INJECTION RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit:1")
+def test_grpo_trains_then_a_dead_engine_mid_run_ends_the_job(launch, tiny_model, prompt_data, tmp_path):
+    """GRPO (`group_norm`, format reward) through `deepspeed --module openrlhf.cli.train_ppo_ray` (the `deepspeed`
+    launcher sets CUDA_VISIBLE_DEVICES=0, which the CPU backend drops before declaring logical GPUs to Ray) trains two
+    steps, each weight sync verified and the gradient non-zero (the format reward is non-zero for a random model);
+    then the vLLM worker process exits when the third sync reaches it (the run has 6 steps), as an engine killed
+    mid-run would."""
+    args = deepspeed_runner(grpo_launcher_args(tiny_model, prompt_data, tmp_path / "out", "--train.num_episodes", "2"))
+    run = _engine_died(launch, args, {"RANK_GRPO_PLUGIN_CPU_FAULT": "engine_exit:3"},
+                       "FAULT INJECTION RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit:3")
     out = run.output
+    steps = check_steps(out, 1, 2, syncs=[1, 2])
+    assert any(m["actor_grad_norm"] > 0 for m in steps), steps
     assert ") died during the run (during a weight sync): EngineDeadError: its vLLM engine core is dead" in out
-    assert "weight sync #1 verified" not in out
     print(f"engine dead mid-run: launcher exit {run.after_fault:.1f} s after the worker exited "
           f"({run.elapsed:.1f} s in all)")
