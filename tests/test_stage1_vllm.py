@@ -84,7 +84,10 @@ def built(vllm_server, tmp_path_factory):
     out = tmp_path_factory.mktemp("bc")
     argv = ["--data", str(DATA / "reddit_v2" / "sample.jsonl"), "--catalog", str(DATA / "reddit_v2" / "catalog.jsonl"),
             "--out", str(out), "--base-url", vllm_server, "--model", "tiny", "--limit", "20", "--max-tokens", "96",
-            "--n-reflect", "10", "--seed", "0", "--concurrency", "4", "--no-progress", "--timeout", "120"]
+            "--n-reflect", "10", "--seed", "0", "--concurrency", "4", "--no-progress", "--timeout", "120",
+            # the plumbing, not the grounding's quality: the sentence-transformers embedder (its model load and the
+            # catalog's embedding, ~25 s here) is test_stage1_builder.test_end_to_end_sample_rows's
+            "--embedder", "hash"]
     t0 = time.monotonic()
     assert main(argv) == 0
     first = time.monotonic() - t0
