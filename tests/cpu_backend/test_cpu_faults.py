@@ -30,7 +30,7 @@ from openrlhf_cpu.procs import kill_marked
 
 # pytest puts this folder on sys.path
 from test_cpu_launcher import check_steps, deepspeed_runner  # noqa: E402
-from test_cpu_launcher import launcher_args as grpo_launcher_args  # noqa: E402
+from test_cpu_launcher import launcher_args as base_launcher_args  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend tests; CUDA runs the GPU path")]
@@ -111,21 +111,12 @@ def launch(base_env, tmp_path):
 
 
 def launcher_args(model, data, out_dir, catalog, *extra):
+    """The Rank-GRPO run these faults stop: test_cpu_launcher's, on ``catalog`` (None: the shipped Reddit-v2 one)
+    with 32 new tokens."""
     from rank_grpo_plugin.resources import REDDIT_V2_CATALOG
 
-    return [
-        "-m", "openrlhf.cli.train_ppo_ray",
-        "--actor.model_name_or_path", model, "--actor.num_nodes", "1", "--actor.num_gpus_per_node", "1",
-        "--ref.num_nodes", "1", "--ref.num_gpus_per_node", "1", "--algo.kl.init_coef", "0",
-        "--vllm.num_engines", "1", "--vllm.tensor_parallel_size", "1", "--vllm.enforce_eager",
-        "--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", str(catalog or REDDIT_V2_CATALOG),
-        "--rollout.n_samples_per_prompt", "4", "--rollout.batch_size", "2", "--rollout.micro_batch_size", "4",
-        "--train.batch_size", "8", "--train.micro_batch_size", "4",
-        "--data.prompt_dataset", str(data), "--data.input_key", "input", "--data.label_key", "label",
-        "--data.apply_chat_template", "--data.max_len", "1024", "--rollout.max_new_tokens", "32",
-        "--ds.zero_stage", "2", "--ds.param_dtype", "bf16", "--actor.adam.lr", "1e-4",
-        "--ckpt.output_dir", str(out_dir), "--ckpt.save_steps", "-1", "--logger.logging_steps", "1", *extra,
-    ]
+    return base_launcher_args(model, data, out_dir, *extra, estimator="rank_grpo",
+                              catalog=catalog or REDDIT_V2_CATALOG, max_new_tokens=32)
 
 
 def _rows(prompt_data):
@@ -209,7 +200,7 @@ def test_grpo_trains_then_a_dead_engine_mid_run_ends_the_job(launch, tiny_model,
     steps, each weight sync verified and the gradient non-zero (the format reward is non-zero for a random model);
     then the vLLM worker process exits when the third sync reaches it (the run has 6 steps), as an engine killed
     mid-run would."""
-    args = deepspeed_runner(grpo_launcher_args(tiny_model, prompt_data, tmp_path / "out", "--train.num_episodes", "2"))
+    args = deepspeed_runner(base_launcher_args(tiny_model, prompt_data, tmp_path / "out", "--train.num_episodes", "2"))
     run = _engine_died(launch, args, {"RANK_GRPO_PLUGIN_CPU_FAULT": "engine_exit:3"},
                        "FAULT INJECTION RANK_GRPO_PLUGIN_CPU_FAULT=engine_exit:3")
     out = run.output

@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 REWARD = ROOT / "examples" / "cpu" / "format_reward.py"
 
 
-def launcher_args(model, data, out_dir, *extra, estimator="group_norm"):
+def launcher_args(model, data, out_dir, *extra, estimator="group_norm", catalog=CATALOG, max_new_tokens=48):
+    """The CPU launcher runs' arguments: GRPO with the format reward, or (``estimator="rank_grpo"``) the plugin's
+    catalog reward on ``catalog``."""
     if estimator == "rank_grpo":
-        reward = ["--rank_grpo.catalog", str(CATALOG)]
+        reward = ["--rank_grpo.catalog", str(catalog)]
     else:
         reward = ["--reward.remote_url", str(REWARD)]
     return [
@@ -39,8 +41,8 @@ def launcher_args(model, data, out_dir, *extra, estimator="group_norm"):
         "--algo.advantage.estimator", estimator, "--rollout.n_samples_per_prompt", "4",
         "--rollout.batch_size", "2", "--rollout.micro_batch_size", "4",
         "--train.batch_size", "8", "--train.micro_batch_size", "4",
-        "--data.prompt_dataset", data, "--data.input_key", "input", "--data.label_key", "label",
-        "--data.apply_chat_template", "--data.max_len", "1024", "--rollout.max_new_tokens", "48",
+        "--data.prompt_dataset", str(data), "--data.input_key", "input", "--data.label_key", "label",
+        "--data.apply_chat_template", "--data.max_len", "1024", "--rollout.max_new_tokens", str(max_new_tokens),
         *reward,
         "--ds.zero_stage", "2", "--ds.param_dtype", "bf16", "--actor.adam.lr", "1e-4",
         "--ckpt.output_dir", str(out_dir), "--ckpt.save_steps", "-1", "--logger.logging_steps", "1",
