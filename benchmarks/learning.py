@@ -28,8 +28,9 @@ redial`` the task is ``rank-grpo redial`` (real dialogues, item-kNN teacher) and
 baselines, most-popular and item-kNN, scored on the same rows. ``--rates-from RECORD`` runs a task at the rates
 another record chose (a second task checks that the result is not tuned to one task): no grid on this task, each
 arm at the rate chosen on that record's validation rows, ``final`` runs its seeds. The record
-(``benchmarks/results/learning[_TAG].json``) gains every run as it ends, failed ones too, so the grid resumes
-across sessions; ``report`` reads only the record.
+(``benchmarks/results/learning[_TAG].json``) gains every run as it ends, failed ones too, and the SFT start its
+runs began from is kept beside it (``learning[_TAG]_sft/``), so the protocol resumes on another machine; ``report``
+reads only the record.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -175,6 +177,29 @@ def rates_of(path: Path, arms: Sequence[str]) -> Dict[str, float]:
     return rates
 
 
+def weights_sha256(model_dir: Path) -> str:
+    """sha256 over a saved model's ``*.safetensors`` files in name order: which weights a run started from."""
+    h = hashlib.sha256()
+    for f in sorted(Path(model_dir).glob("*.safetensors")):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def copy_dir(src: Path, dst: Path) -> None:
+    """Copy the files of ``src`` to a new directory ``dst``, all or nothing (a temporary sibling renamed at the
+    end: an interrupted copy leaves no ``dst`` that looks complete)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".", dir=dst.parent))
+    try:
+        for f in sorted(Path(src).iterdir()):
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 class Bench:
     def __init__(self, a: argparse.Namespace):
         self.a = a
@@ -182,6 +207,7 @@ class Bench:
         self.out = Path(a.out or ROOT / "runs" / name).resolve()
         self.record_path = Path(a.results or ROOT / "benchmarks" / "results" / f"{name}.json")
         self.img_prefix = ROOT / "docs" / "img" / name
+        self.kept_start = self.record_path.with_name(self.record_path.stem + "_sft")  # the record's SFT start
         self.quick = a.quick
         self.record = (json.loads(self.record_path.read_text()) if self.record_path.exists() and not a.quick
                        else {"runs": {}})
@@ -300,26 +326,8 @@ class Bench:
                 if self.sh(["rank-grpo", "prepare", task / f"{split}.jsonl", *args],
                            out / "logs" / f"prepare_{split}.log"):
                     sys.exit(f"rank-grpo prepare failed: see {out / 'logs'}")
-        sft_dir = out / "sft"
-        if not (sft_dir / "config.json").exists():
-            base = out / "tiny_model"
-            if self.sh([sys.executable, "-m", "rank_grpo_plugin.tiny_model", base], out / "logs" / "model.log"):
-                sys.exit("tiny model build failed")
-            t = time.time()
-            sft = recipes.SFTRecipe(model=str(base), data=str(data / "sft.jsonl"), out=str(sft_dir),
-                                    epochs=1 if self.quick else SFT["epochs"],
-                                    **{k: v for k, v in SFT.items() if k != "epochs"})
-            if self.sh(recipes.sft_command(sft), out / "logs" / "sft.log"):
-                sys.exit(f"SFT failed: see {out / 'logs' / 'sft.log'}")
-            log(f"SFT done in {time.time() - t:.0f}s")
-        h = hashlib.sha256()
-        for f in sorted(sft_dir.glob("*.safetensors")):
-            h.update(f.read_bytes())
-        sft_rec = self.record.setdefault("sft", {})
-        if sft_rec.get("weights_sha256") not in (None, h.hexdigest()):
-            sys.exit(f"the SFT start in {sft_dir} (sha256 {h.hexdigest()[:12]}) is not the recorded one "
-                     f"({sft_rec['weights_sha256'][:12]}): its runs would not be comparable; use another --tag")
-        sft_rec["weights_sha256"] = h.hexdigest()
+        sft_dir = self.sft_start(data / "sft.jsonl")
+        sft_rec = self.record["sft"]
         task_info = json.loads((task / "task.json").read_text())
         self.record["task"] = task_info  # the generator's whole summary (ReDial's: the kNN choice, what it dropped)
         for split in EVAL_SPLITS:
@@ -328,6 +336,45 @@ class Bench:
         if "references" not in self.record:
             self.record["references"] = self.references()
         self.save()
+
+    def sft_start(self, sft_data: Path) -> Path:
+        """The SFT start of the record's runs in OUT/sft: restored from the copy kept beside the record when OUT has
+        none, else trained (tiny model + SFT on ``sft_data``) and then kept there; refused when its weights are not
+        the ones the record's runs started from. The kept copy (``benchmarks/results/learning[_TAG]_sft/``, ~4 MB,
+        committed with the record) is what lets a fresh machine resume the record: a start trained again from the
+        same data and settings on other hardware differs in its bits, and its runs would not be comparable."""
+        out, sft_dir = self.out, self.out / "sft"
+        if not (sft_dir / "config.json").exists() and (self.kept_start / "config.json").exists():
+            copy_dir(self.kept_start, sft_dir)
+            log(f"SFT start restored from {shown(self.kept_start)}")
+        if not (sft_dir / "config.json").exists():
+            base = out / "tiny_model"
+            if self.sh([sys.executable, "-m", "rank_grpo_plugin.tiny_model", base], out / "logs" / "model.log"):
+                sys.exit("tiny model build failed")
+            t = time.time()
+            sft = recipes.SFTRecipe(model=str(base), data=str(sft_data), out=str(sft_dir),
+                                    epochs=1 if self.quick else SFT["epochs"],
+                                    **{k: v for k, v in SFT.items() if k != "epochs"})
+            if self.sh(recipes.sft_command(sft), out / "logs" / "sft.log"):
+                sys.exit(f"SFT failed: see {out / 'logs' / 'sft.log'}")
+            log(f"SFT done in {time.time() - t:.0f}s")
+        sha = weights_sha256(sft_dir)
+        sft_rec = self.record.setdefault("sft", {})
+        recorded = sft_rec.get("weights_sha256")
+        if recorded not in (None, sha):
+            if (self.kept_start / "config.json").exists():
+                k = weights_sha256(self.kept_start)
+                hint = (f"remove {sft_dir} to restore it from {shown(self.kept_start)}" if k == recorded else
+                        f"the copy in {shown(self.kept_start)} ({k[:12]}) is not it either")
+            else:
+                hint = f"no copy of it is kept in {shown(self.kept_start)}"
+            sys.exit(f"the SFT start in {sft_dir} (sha256 {sha[:12]}) is not the one the record's runs began from "
+                     f"({recorded[:12]}): its runs would not be comparable with theirs; {hint}, or use another --tag")
+        sft_rec["weights_sha256"] = sha
+        if not self.quick and not (self.kept_start / "config.json").exists():
+            copy_dir(sft_dir, self.kept_start)
+            log(f"SFT start kept in {shown(self.kept_start)} (commit it with the record)")
+        return sft_dir
 
     def references(self) -> dict:
         from rank_grpo_plugin.data import completion_text, iter_records, load_rows
@@ -623,6 +670,18 @@ class Bench:
                                          "Validation NDCG@20 of every tuning run (seed 1)", grid, hl)
             if png:
                 out.append(f"Plot of the grid: {shown(png)}")
+        for e in rec.get("earlier_starts", []):  # runs from a start set aside (every run is reported)
+            e_step0 = e["sft"]["val"]["metrics"]["rank/ndcg@20"][0] if e.get("sft", {}).get("val") else None
+            lines = []
+            for rid, r in sorted(e["runs"].items()):
+                if r["status"] != "done":
+                    lines.append(f"- {rid}: exit {r['rc']} after {r['wall_s']:.0f}s")
+                    continue
+                s, v = L.best_point(*L.with_step0(r["curves"], e_step0))
+                last = r["curves"]["eval_ndcg"][-1] if r["curves"]["eval_ndcg"] else float("nan")
+                lines.append(f"- {rid}: best validation NDCG@20 {v:.3f} @{s} (last {last:.3f})")
+            out += [f"\n### Runs from an earlier SFT start (sha256 {e['weights_sha256'][:12]}), set aside\n",
+                    f"Set aside: {e.get('why_set_aside', '?')}.\n", "\n".join(lines)]
         failed = [f"- {rid}: exit {r['rc']} after {r['wall_s']:.0f}s, {r['steps_logged']} steps logged"
                   for rid, r in sorted(runs.items()) if r["status"] == "failed"]
         failed += [f"- {rid}, earlier attempt: exit {x['rc']} after {x['wall_s']:.0f}s" for rid, r in

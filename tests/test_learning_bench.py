@@ -168,6 +168,14 @@ def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     assert "| popularity lists | 0.100 ± 0.000 |" in text
     sd = ((0.3 - 0.4) ** 2 * 2) ** 0.5  # sample sd of (0.3, 0.5)
     assert f"| Rank-GRPO (rank-level credit) (2 seeds) | 0.400 ± {sd:.3f} | 0.400 ± {sd:.3f} |" in text
+    assert "Runs from an earlier SFT start" not in text
+    record["earlier_starts"] = [{"weights_sha256": "ab" * 32, "why_set_aside": "lost with its machine",
+                                 "sft": record["sft"], "runs": {"rank_lr1e-4_s1": record["runs"]["rank_lr1e-4_s1"]}}]
+    section = ("\n\n### Runs from an earlier SFT start (sha256 abababababab), set aside\n\nSet aside: lost with its "
+               "machine.\n\n- rank_lr1e-4_s1: best validation NDCG@20 0.250 @20 (last 0.250)")
+    earlier = b.report()
+    assert section in earlier and earlier.replace(section, "") == text  # shown, and nothing else changes
+    del record["earlier_starts"]
     b.a.seeds = [2]  # a `final --seeds 2` call reports every seed the record holds, not only the one it ran
     assert b.report() == text
     b.a.seeds = [1, 2]
@@ -209,6 +217,53 @@ def test_a_record_refuses_another_protocol(tmp_path):
         lb.Bench(_bench_args(lb, tmp_path, results=str(path), steps=100, task_args="--seed 2"))
     assert "--steps 100 (the record's runs used 200)" in str(e.value)
     assert "--task-args '--seed 2' (the record's runs used '')" in str(e.value)
+
+
+def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, monkeypatch):
+    """A record resumes on a fresh machine from the SFT start kept beside it (trained again elsewhere, a start
+    differs in its bits): the first setup trains it and keeps a copy, a second OUT restores that copy without
+    training, and a start in OUT that is not the recorded one is refused, naming both digests and the copy."""
+    import hashlib
+
+    lb = _load("learning")
+    trained = []
+
+    def fake_sh(self, cmd, logfile, **kw):
+        """Stands in for the tiny model build (nothing to do) and OpenRLHF's SFT (weights unique to the call)."""
+        if "openrlhf.cli.train_sft" in cmd:
+            out = Path(cmd[cmd.index("--ckpt.output_dir") + 1])
+            out.mkdir(parents=True)
+            trained.append(out)
+            (out / "config.json").write_text("{}")
+            (out / "model.safetensors").write_bytes(b"weights %d" % len(trained))
+        return 0
+
+    monkeypatch.setattr(lb.Bench, "sh", fake_sh)
+    sha1 = hashlib.sha256(b"weights 1").hexdigest()
+    first = lb.Bench(_bench_args(lb, tmp_path))
+    assert first.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft" and len(trained) == 1
+    assert first.record["sft"]["weights_sha256"] == sha1
+    assert (tmp_path / "rec_sft" / "model.safetensors").read_bytes() == b"weights 1"  # kept beside rec.json
+
+    fresh = lb.Bench(_bench_args(lb, tmp_path, out=str(tmp_path / "fresh")))
+    fresh.record = first.record
+    assert fresh.sft_start(tmp_path / "sft.jsonl") == tmp_path / "fresh" / "sft"
+    assert len(trained) == 1 and (tmp_path / "fresh" / "sft" / "model.safetensors").read_bytes() == b"weights 1"
+
+    other = lb.Bench(_bench_args(lb, tmp_path, out=str(tmp_path / "other")))
+    other.record = first.record
+    (tmp_path / "other" / "sft").mkdir(parents=True)  # a start trained on another machine
+    (tmp_path / "other" / "sft" / "config.json").write_text("{}")
+    (tmp_path / "other" / "sft" / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(SystemExit) as e:
+        other.sft_start(tmp_path / "sft.jsonl")
+    sha2 = hashlib.sha256(b"other weights").hexdigest()
+    assert f"(sha256 {sha2[:12]}) is not the one the record's runs began from ({sha1[:12]})" in str(e.value)
+    assert f"remove {tmp_path / 'other' / 'sft'} to restore it from {tmp_path / 'rec_sft'}" in str(e.value)
+    (tmp_path / "rec_sft" / "model.safetensors").write_bytes(b"damaged")  # a kept copy that is not it either
+    with pytest.raises(SystemExit, match=r"the copy in .*rec_sft \(" + hashlib.sha256(b"damaged").hexdigest()[:12]):
+        other.sft_start(tmp_path / "sft.jsonl")
+    assert len(trained) == 1
 
 
 def test_one_process_at_a_time_per_record(tmp_path):
