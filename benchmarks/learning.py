@@ -194,6 +194,7 @@ def copy_dir(src: Path, dst: Path) -> None:
         for f in sorted(Path(src).iterdir()):
             if f.is_file():
                 shutil.copy2(f, tmp / f.name)
+        shutil.copymode(src, tmp)  # mkdtemp's 0700 would outlive the rename
         os.replace(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
