@@ -244,11 +244,14 @@ def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, 
     assert first.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft" and len(trained) == 1
     assert first.record["sft"]["weights_sha256"] == sha1
     assert (tmp_path / "rec_sft" / "model.safetensors").read_bytes() == b"weights 1"  # kept beside rec.json
+    quick = lb.Bench(_bench_args(lb, tmp_path, quick=True, out=str(tmp_path / "q"), results=str(tmp_path / "q.json")))
+    quick.sft_start(tmp_path / "sft.jsonl")
+    assert len(trained) == 2 and not (tmp_path / "q_sft").exists()  # a smoke run records and keeps nothing
 
     fresh = lb.Bench(_bench_args(lb, tmp_path, out=str(tmp_path / "fresh")))
     fresh.record = first.record
     assert fresh.sft_start(tmp_path / "sft.jsonl") == tmp_path / "fresh" / "sft"
-    assert len(trained) == 1 and (tmp_path / "fresh" / "sft" / "model.safetensors").read_bytes() == b"weights 1"
+    assert len(trained) == 2 and (tmp_path / "fresh" / "sft" / "model.safetensors").read_bytes() == b"weights 1"
 
     other = lb.Bench(_bench_args(lb, tmp_path, out=str(tmp_path / "other")))
     other.record = first.record
@@ -263,7 +266,7 @@ def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, 
     (tmp_path / "rec_sft" / "model.safetensors").write_bytes(b"damaged")  # a kept copy that is not it either
     with pytest.raises(SystemExit, match=r"the copy in .*rec_sft \(" + hashlib.sha256(b"damaged").hexdigest()[:12]):
         other.sft_start(tmp_path / "sft.jsonl")
-    assert len(trained) == 1
+    assert len(trained) == 2
 
 
 def test_one_process_at_a_time_per_record(tmp_path):
