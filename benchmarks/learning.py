@@ -343,7 +343,7 @@ class Bench:
         none, else trained (tiny model + SFT on ``sft_data``) and then kept there; refused when its weights are not
         the ones the record's runs started from. The kept copy (``benchmarks/results/learning[_TAG]_sft/``, ~4 MB,
         committed with the record) is what lets a fresh machine resume the record: a start trained again from the
-        same data and settings on other hardware differs in its bits, and its runs would not be comparable."""
+        same settings on another machine can differ in its bits, and its runs would not be comparable."""
         out, sft_dir = self.out, self.out / "sft"
         if not (sft_dir / "config.json").exists() and (self.kept_start / "config.json").exists():
             copy_dir(self.kept_start, sft_dir)
