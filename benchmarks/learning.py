@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _learning as L  # noqa: E402
 from openrlhf_cpu.procs import kill_marked  # noqa: E402
 from rank_grpo_plugin import recipes  # noqa: E402
-from rank_grpo_plugin.files import write_atomic  # noqa: E402
+from rank_grpo_plugin.files import atomic_paths, write_atomic  # noqa: E402
 
 # name -> (RLRecipe settings, label). The names say everything in which the arms differ.
 ARMS: Dict[str, dict] = {
@@ -186,19 +186,10 @@ def weights_sha256(model_dir: Path) -> str:
 
 
 def copy_dir(src: Path, dst: Path) -> None:
-    """Copy the files of ``src`` to a new directory ``dst``, all or nothing (a temporary sibling renamed at the
-    end: an interrupted copy leaves no ``dst`` that looks complete)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dst.name + ".", dir=dst.parent))
-    try:
-        for f in sorted(Path(src).iterdir()):
-            if f.is_file():
-                shutil.copy2(f, tmp / f.name)
-        shutil.copymode(src, tmp)  # mkdtemp's 0700 would outlive the rename
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """Copy the directory ``src`` to a new ``dst``, all or nothing (through :func:`atomic_paths`: an interrupted
+    copy leaves no ``dst`` that looks complete)."""
+    with atomic_paths(dst) as (tmp,):
+        shutil.copytree(src, tmp)
 
 
 class Bench:
@@ -672,7 +663,7 @@ class Bench:
             if png:
                 out.append(f"Plot of the grid: {shown(png)}")
         for e in rec.get("earlier_starts", []):  # runs from a start set aside (every run is reported)
-            e_step0 = e["sft"]["val"]["metrics"]["rank/ndcg@20"][0] if e.get("sft", {}).get("val") else None
+            e_step0 = record_step0(e)  # a set-aside start keeps its evaluations as a record does
             lines = []
             for rid, r in sorted(e["runs"].items()):
                 if r["status"] != "done":
