@@ -250,8 +250,11 @@ def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, 
 
     fresh = lb.Bench(_bench_args(lb, tmp_path, out=str(tmp_path / "fresh")))
     fresh.record = first.record
+    (tmp_path / "fresh" / "sft").mkdir(parents=True)  # what an interrupted SFT training leaves: no config.json
+    (tmp_path / "fresh" / "sft" / "optimizer.pt").write_bytes(b"partial")
     assert fresh.sft_start(tmp_path / "sft.jsonl") == tmp_path / "fresh" / "sft"
     assert len(trained) == 2 and (tmp_path / "fresh" / "sft" / "model.safetensors").read_bytes() == b"weights 1"
+    assert sorted(p.name for p in (tmp_path / "fresh" / "sft").iterdir()) == ["config.json", "model.safetensors"]
 
     other = lb.Bench(_bench_args(lb, tmp_path, out=str(tmp_path / "other")))
     other.record = first.record
