@@ -17,6 +17,18 @@ from rank_grpo_plugin.resources import REDDIT_V2_CATALOG, REDDIT_V2_SAMPLE  # no
 
 
 @pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """The tiny random Qwen2 of rank_grpo_plugin.tiny_model (seed 0) with its byte-level tokenizer, built once per
+    session (per worker under pytest-xdist, < 1 s); RANK_GRPO_TEST_TINY_MODEL names a directory to keep it in."""
+    from pathlib import Path
+
+    from rank_grpo_plugin.tiny_model import build_tiny_model
+
+    cache = os.environ.get("RANK_GRPO_TEST_TINY_MODEL")
+    return build_tiny_model(Path(cache) if cache else tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
 def reddit_rows():
     with open(REDDIT_V2_SAMPLE, encoding="utf-8") as f:
         return [json.loads(line) for line in f]

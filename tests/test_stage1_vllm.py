@@ -42,13 +42,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    from rank_grpo_plugin.tiny_model import build_tiny_model
-
-    return Path(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
-
-
-@pytest.fixture(scope="module")
 def vllm_server(tiny_model, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("vllm") / "server.log"

@@ -86,14 +86,6 @@ def run_py(base_env):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    from rank_grpo_plugin.tiny_model import build_tiny_model
-
-    cache = os.environ.get("RANK_GRPO_TEST_TINY_MODEL")
-    return build_tiny_model(Path(cache) if cache else tmp_path_factory.mktemp("cpu_tiny") / "model", seed=0)
-
-
-@pytest.fixture(scope="session")
 def prompt_data(tmp_path_factory) -> str:
     """The first 6 shipped Reddit-v2 rows through `rank-grpo prepare --rl`, each message cut to 1,200 characters
     so the CPU runs stay short."""

@@ -61,19 +61,10 @@ def sample_rows():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> str:
-    from rank_grpo_plugin.tiny_model import build_tiny_model
-
-    cache = os.environ.get("RANK_GRPO_TEST_TINY_MODEL")
-    out = Path(cache) if cache else tmp_path_factory.mktemp("tiny_model")
-    return build_tiny_model(out)
-
-
-@pytest.fixture(scope="session")
-def tokenizer(tiny_model_dir):
+def tokenizer(tiny_model):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+    return AutoTokenizer.from_pretrained(tiny_model)
 
 
 # --------------------------------------------------------------------------- OpenRLHF's real CLI, in process

@@ -66,13 +66,13 @@ def process_group():
         dist.destroy_process_group()
 
 
-def _trainer(args, tiny_model_dir, tokenizer):
+def _trainer(args, tiny_model, tokenizer):
     from openrlhf.models import Actor
     from openrlhf.trainer.ray.ppo_actor import ActorPPOTrainer
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32, attn_implementation="eager")
     actor = Actor(model)
     actor.packing_samples = False  # Actor(model_object) leaves it unset in 0.11.2
     actor.temperature = 1.0
@@ -91,7 +91,7 @@ def _logprobs(trainer, exp):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kl_loss", [False, True])
-def test_actor_training_step_moves_positive_ranks_up(helpers, catalog_path, tiny_model_dir, tokenizer,
+def test_actor_training_step_moves_positive_ranks_up(helpers, catalog_path, tiny_model, tokenizer,
                                                      process_group, monkeypatch, kl_loss):
     from rank_grpo_plugin.openrlhf.estimator import action_rank_ids
     from rank_grpo_plugin.openrlhf.policy_loss import RankGRPOPolicyLoss
@@ -110,7 +110,7 @@ def test_actor_training_step_moves_positive_ranks_up(helpers, catalog_path, tiny
     samples = helpers.rollout_experiences(tokenizer, te.PROMPTS, te.COMPLETIONS, te.LABELS, opts)
     experiences = te._run(te._maker(args, tokenizer, helpers), samples)
 
-    trainer = _trainer(args, tiny_model_dir, tokenizer)
+    trainer = _trainer(args, tiny_model, tokenizer)
     assert isinstance(trainer.actor_loss_fn, RankGRPOPolicyLoss)
     assert (trainer.actor_loss_fn.eps_low, trainer.actor_loss_fn.eps_high) == (0.06, 0.08)
     before = []
@@ -145,7 +145,7 @@ def test_actor_training_step_moves_positive_ranks_up(helpers, catalog_path, tiny
 
 
 @pytest.mark.slow
-def test_ppo_loss_with_rank_advantages_keeps_openrlhf_loss(helpers, catalog_path, tiny_model_dir, tokenizer,
+def test_ppo_loss_with_rank_advantages_keeps_openrlhf_loss(helpers, catalog_path, tiny_model, tokenizer,
                                                            process_group):
     from openrlhf.models import PolicyLoss
 
@@ -153,7 +153,7 @@ def test_ppo_loss_with_rank_advantages_keeps_openrlhf_loss(helpers, catalog_path
         "--algo.advantage.estimator", "rank_grpo", "--rank_grpo.catalog", catalog_path,
         "--actor.policy_loss_type", "ppo",
     ])
-    trainer = _trainer(args, tiny_model_dir, tokenizer)
+    trainer = _trainer(args, tiny_model, tokenizer)
     assert type(trainer.actor_loss_fn) is PolicyLoss
 
 
