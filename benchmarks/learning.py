@@ -107,6 +107,14 @@ def record_step0(record: dict) -> Optional[float]:
     return v["metrics"]["rank/ndcg@20"][0] if v else None
 
 
+def best_and_last(run: dict, step0: Optional[float]) -> tuple:
+    """A done run's validation NDCG@20: (step, value) of its best point, the start's step 0 included, and its last
+    value (NaN when it logged none)."""
+    s, v = L.best_point(*L.with_step0(run["curves"], step0))
+    last = run["curves"]["eval_ndcg"][-1] if run["curves"]["eval_ndcg"] else float("nan")
+    return s, v, last
+
+
 def tuned_grid(record: dict, arm: str) -> List[float]:
     """An arm's rates: the protocol's grid (``LRS``, the same for every arm and every call), plus any rate the
     record has a seed-1 run of this arm at (a lower rate added for this arm alone when its best was the grid's
@@ -585,8 +593,7 @@ class Bench:
                 elif r["status"] != "done":
                     cells.append(f"failed (exit {r['rc']})")
                 else:
-                    s, v = L.best_point(*L.with_step0(r["curves"], step0))
-                    last = r["curves"]["eval_ndcg"][-1] if r["curves"]["eval_ndcg"] else float("nan")
+                    s, v, last = best_and_last(r, step0)
                     flat = L.flat_since(*L.with_step0(r["curves"], step0), tol=FLAT_TOL)
                     cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
                                  f"(last {last:.3f}, flat from {flat})")
@@ -672,8 +679,7 @@ class Bench:
                 if r["status"] != "done":
                     lines.append(f"- {rid}: exit {r['rc']} after {r['wall_s']:.0f}s")
                     continue
-                s, v = L.best_point(*L.with_step0(r["curves"], e_step0))
-                last = r["curves"]["eval_ndcg"][-1] if r["curves"]["eval_ndcg"] else float("nan")
+                s, v, last = best_and_last(r, e_step0)
                 lines.append(f"- {rid}: best validation NDCG@20 {v:.3f} @{s} (last {last:.3f})")
             out += [f"\n### Runs from an earlier SFT start (sha256 {e['weights_sha256'][:12]}), set aside\n",
                     f"Set aside: {e.get('why_set_aside', '?')}.\n", "\n".join(lines)]
