@@ -100,8 +100,9 @@ def pytest_make_collect_report(collector):  # module-level importorskip
 # Under `-n 2` (pytest-xdist, `--dist loadfile`) a file goes to whichever worker is free, in collection order: the
 # files holding the longest runs go first so that neither worker is left with one of them at the end (longest
 # processing time first). Serially the order changes nothing but when each test runs.
-LONG_FILES = ("test_main_job.py", "test_cpu_faults.py", "test_resume.py", "test_cpu_launcher.py",
-              "test_stage1_vllm.py", "test_patches.py", "test_self_contained.py")
+LONG_FILES = ("test_cpu_faults.py", "test_main_job.py", "test_resume.py", "test_cpu_launcher.py",
+              "test_cli_generate.py", "test_stage1_vllm.py", "test_patches.py", "test_self_contained.py",
+              "test_activation.py")  # by their time in the whole suite of 2026-12-06 (366 s ... 62 s)
 
 
 def pytest_collection_modifyitems(config, items):
