@@ -48,7 +48,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -107,7 +107,7 @@ def record_step0(record: dict) -> Optional[float]:
     return v["metrics"]["rank/ndcg@20"][0] if v else None
 
 
-def best_and_last(run: dict, step0: Optional[float]) -> tuple:
+def best_and_last(run: dict, step0: Optional[float]) -> Tuple[int, float, float]:
     """A done run's validation NDCG@20: (step, value) of its best point, the start's step 0 included, and its last
     value (NaN when it logged none)."""
     s, v = L.best_point(*L.with_step0(run["curves"], step0))
