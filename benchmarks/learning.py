@@ -196,11 +196,10 @@ def weights_sha256(model_dir: Path) -> str:
 def copy_dir(src: Path, dst: Path) -> None:
     """Copy the directory ``src`` to ``dst``, all or nothing (through :func:`atomic_paths`: an interrupted copy
     leaves no ``dst`` that looks complete). The callers copy a model onto a ``dst`` with no ``config.json``: one
-    that exists is what an interrupted SFT training or copy left, and is replaced once the copy is whole."""
+    that exists is what an interrupted SFT training or copy left, and ``atomic_paths`` replaces it once the copy is
+    whole."""
     with atomic_paths(dst) as (tmp,):
         shutil.copytree(src, tmp)
-        if os.path.lexists(dst):
-            shutil.rmtree(dst)
 
 
 class Bench:

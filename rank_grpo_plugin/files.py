@@ -40,8 +40,8 @@ def atomic_paths(*paths: PathLike, suffix: str = "") -> Iterator[Tuple[str, ...]
     temporary path is removed and nothing is renamed, so several outputs are replaced all or none (up to the
     renames themselves). The targets' parent directories are created. ``suffix`` ends each temporary name, for
     writers that choose the format by extension (``numpy.save`` appends ``.npy`` otherwise, ``savefig`` reads
-    ``.png``). Replacing an existing directory needs it removed first (``os.replace`` renames onto an empty one
-    only): the caller does that at the end of the block.
+    ``.png``). A directory written to a temporary path replaces an existing directory target: the target is removed
+    just before the rename (``os.replace`` renames a directory onto an empty one only), after the block succeeded.
     """
     targets = [os.fspath(p) for p in paths]
     for target in targets:
@@ -50,6 +50,8 @@ def atomic_paths(*paths: PathLike, suffix: str = "") -> Iterator[Tuple[str, ...]
     try:
         yield tuple(temps)
         for tmp, target in zip(temps, targets):
+            if os.path.isdir(tmp) and os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
             os.replace(tmp, target)
     except BaseException:
         for tmp in temps:

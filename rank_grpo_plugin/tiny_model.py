@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -270,8 +269,6 @@ def build_tiny_model(
             json.dumps({"params": params, "num_parameters": n_params, "tokenizer_size": n_tok,
                         "corpus_files": [str(p) for p in files]}, indent=2, sort_keys=True) + "\n"
         )
-        if out.exists():
-            shutil.rmtree(out)
     return str(out)
 
 

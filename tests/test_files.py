@@ -31,6 +31,23 @@ def test_a_failed_block_replaces_nothing_and_removes_its_temps(tmp_path):
     assert os.listdir(tmp_path) == ["keep.txt"]
 
 
+def test_a_directory_replaces_an_existing_one_only_when_the_block_succeeds(tmp_path):
+    old = tmp_path / "model"
+    old.mkdir()
+    (old / "stale").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_paths(old) as (tmp,):
+            os.mkdir(tmp)
+            open(os.path.join(tmp, "weights"), "w").write("new")
+            raise RuntimeError("writer failed")
+    assert os.listdir(old) == ["stale"] and os.listdir(tmp_path) == ["model"]
+    with atomic_paths(old) as (tmp,):
+        os.mkdir(tmp)
+        open(os.path.join(tmp, "weights"), "w").write("new")
+        assert os.listdir(old) == ["stale"]  # the old directory stays whole until the block ends
+    assert os.listdir(old) == ["weights"] and os.listdir(tmp_path) == ["model"]
+
+
 def test_several_targets_and_a_directory_are_renamed_into_place(tmp_path):
     with atomic_paths(tmp_path / "one.json", tmp_path / "model") as (one, model):
         open(one, "w").write("{}")

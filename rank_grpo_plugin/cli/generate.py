@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -71,7 +70,6 @@ def prepare_smollm2(cache: Optional[Path] = None) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         Path(tmp, "rank_grpo_stamp.json").write_text(json.dumps({"source": gguf.name}) + "\n")
-        shutil.rmtree(out, ignore_errors=True)
     return out
 
 
