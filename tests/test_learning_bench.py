@@ -217,6 +217,61 @@ def test_a_record_refuses_another_protocol(tmp_path):
         lb.Bench(_bench_args(lb, tmp_path, results=str(path), steps=100, task_args="--seed 2"))
     assert "--steps 100 (the record's runs used 200)" in str(e.value)
     assert "--task-args '--seed 2' (the record's runs used '')" in str(e.value)
+    with pytest.raises(SystemExit, match=r"--base 'smollm2' \(the record's runs used 'tiny'\)"):
+        lb.Bench(_bench_args(lb, tmp_path, results=str(path), base="smollm2"))  # a record from before --base: tiny
+
+
+def test_a_smollm2_start_trains_with_its_own_settings_and_is_not_kept(tmp_path, monkeypatch):
+    """--base smollm2: the start is SFT of the converted SmolLM2 (the path its build prints) at the base's settings,
+    its evaluations use vLLM, RL runs get its prompt length, and its ~270 MB start is not copied beside the record;
+    a start that is not the recorded one says so. The model build, SFT and evaluation are stand-ins (hours on CPU)."""
+    lb = _load("learning")
+    smol = tmp_path / "cache" / "SmolLM2-135M-Instruct"
+    calls = []
+
+    def fake_sh(self, cmd, logfile, env=None, **kw):
+        cmd = [str(c) for c in cmd]
+        calls.append((cmd, env))
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        if "openrlhf.cli.train_sft" in cmd:
+            out = Path(cmd[cmd.index("--ckpt.output_dir") + 1])
+            out.mkdir(parents=True)
+            (out / "config.json").write_text("{}")
+            (out / "model.safetensors").write_bytes(b"smol sft")
+        elif "evaluate" in cmd:
+            dest = Path(cmd[cmd.index("--out") + 1])
+            dest.mkdir(parents=True)
+            keys = [f"{p}/{n}@{c}" for p in ("rank", "paper") for n in ("ndcg", "recall") for c in (5, 10, 20)]
+            (dest / "metrics.json").write_text(json.dumps({"summary": {
+                "metrics": {k: 0.5 for k in keys}, "in_catalog_rate": 0.9, "duplicate_rate": 0.1, "mean_items": 20}}))
+        else:
+            Path(cmd[-1]).write_text(str(smol))  # the build writes the converted checkpoint's path there
+        return 0
+
+    monkeypatch.setattr(lb.Bench, "sh", fake_sh)
+    b = lb.Bench(_bench_args(lb, tmp_path, base="smollm2", max_new_tokens=280))
+    assert b.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft"
+    sft = next(c for c, _ in calls if "openrlhf.cli.train_sft" in c)
+    flag = lambda name: sft[sft.index(name) + 1]  # noqa: E731
+    assert (flag("--model.model_name_or_path"), flag("--adam.lr"), flag("--data.max_len"),
+            flag("--train.max_epochs"), flag("--train.batch_size")) == (str(smol), "5e-05", "1024", "1", "8")
+    assert not (tmp_path / "rec_sft").exists()  # not kept beside the record
+    ev = b.evaluate(tmp_path / "runs" / "sft", "test", tmp_path / "ev")
+    cmd, env = calls[-1]
+    assert cmd[cmd.index("--backend") + 1] == "vllm" and "--batch-size" not in cmd and "OMP_NUM_THREADS" not in env
+    assert cmd[cmd.index("--max-new-tokens") + 1] == "280" and ev["metrics"]["rank/ndcg@20"] == [0.5, None]
+    assert b.recipe("rank", 1e-4, 1, tmp_path / "r").prompt_max_len == 1024
+    b.save()
+    assert json.loads((tmp_path / "rec.json").read_text())["protocol"]["base"] == "smollm2"
+
+    (tmp_path / "runs" / "sft" / "model.safetensors").write_bytes(b"trained again elsewhere")
+    with pytest.raises(SystemExit, match="the start of --base smollm2 is not kept beside the record"):
+        b.sft_start(tmp_path / "sft.jsonl")
+    tiny = lb.Bench(_bench_args(lb, tmp_path, out=str(tmp_path / "t"), results=str(tmp_path / "t.json")))
+    assert tiny.recipe("rank", 1e-4, 1, tmp_path / "r").prompt_max_len == 512  # the recipe's default
+    tiny.evaluate(tmp_path / "runs" / "sft", "val", tmp_path / "ev_tiny")
+    cmd, env = calls[-1]
+    assert cmd[cmd.index("--backend") + 1] == "hf" and env["OMP_NUM_THREADS"] == "1"
 
 
 def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, monkeypatch):
