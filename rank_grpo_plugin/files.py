@@ -40,8 +40,9 @@ def atomic_paths(*paths: PathLike, suffix: str = "") -> Iterator[Tuple[str, ...]
     temporary path is removed and nothing is renamed, so several outputs are replaced all or none (up to the
     renames themselves). The targets' parent directories are created. ``suffix`` ends each temporary name, for
     writers that choose the format by extension (``numpy.save`` appends ``.npy`` otherwise, ``savefig`` reads
-    ``.png``). A directory written to a temporary path replaces an existing directory target: the target is removed
-    just before the rename (``os.replace`` renames a directory onto an empty one only), after the block succeeded.
+    ``.png``). A directory written to a temporary path replaces an existing directory target (``os.replace`` renames
+    a directory onto an empty one only): the old directory is renamed aside, the new one into place, and the old one
+    removed -- or renamed back when the second rename fails, so a target is never lost.
     """
     targets = [os.fspath(p) for p in paths]
     for target in targets:
@@ -50,9 +51,18 @@ def atomic_paths(*paths: PathLike, suffix: str = "") -> Iterator[Tuple[str, ...]
     try:
         yield tuple(temps)
         for tmp, target in zip(temps, targets):
+            aside = None
             if os.path.isdir(tmp) and os.path.isdir(target) and not os.path.islink(target):
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+                aside = _temp_path(target, ".old")
+                os.replace(target, aside)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if aside:
+                    os.replace(aside, target)
+                raise
+            if aside:
+                shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         for tmp in temps:
             _remove(tmp)

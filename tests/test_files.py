@@ -56,3 +56,24 @@ def test_several_targets_and_a_directory_are_renamed_into_place(tmp_path):
         assert os.listdir(tmp_path) != ["model", "one.json"]  # nothing in place before the block ends
     assert sorted(os.listdir(tmp_path)) == ["model", "one.json"]
     assert (tmp_path / "model" / "weights").read_text() == "w"
+
+
+def test_a_failed_rename_puts_the_old_directory_back(tmp_path, monkeypatch):
+    """A directory target is renamed aside before the new one is renamed onto its name; when that second rename
+    fails (another file system, a full disk), the old directory is renamed back whole and the temporary removed."""
+    old = tmp_path / "model"
+    old.mkdir()
+    (old / "weights").write_text("old")
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if os.path.basename(src).startswith(".model.tmp") and not src.endswith(".old"):  # the new directory's rename
+            raise OSError(18, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="cross-device"):
+        with atomic_paths(old) as (tmp,):
+            os.mkdir(tmp)
+            open(os.path.join(tmp, "weights"), "w").write("new")
+    assert os.listdir(tmp_path) == ["model"] and (old / "weights").read_text() == "old"
