@@ -629,7 +629,7 @@ class Bench:
             for g in self.grid:
                 r = runs.get(run_id(arm, g, 1))
                 if g not in rates:
-                    cells.append("-")
+                    cells.append("not run (the protocol's next)" if g == self.missing_lower(arm) else "-")
                 elif r is None:
                     cells.append("not run")
                 elif r["status"] != "done":
@@ -696,10 +696,14 @@ class Bench:
             out += ["\n### Steps to the sequence-level arm's best validation value\n", "\n".join(ratio_lines)]
         if series and not self.quick:
             hl = {}
-            for kind in ("teacher", "random", "oracle", *BASELINES):
+            for kind in ("teacher", "random", *BASELINES):
                 r = rec.get("references", {}).get("val", {}).get(kind)
-                if r and kind != "oracle":
+                if r:
                     hl[f"{kind} lists"] = r["metrics"]["rank/ndcg@20"][0]
+            for kind in BASELINES:  # a baseline that is the SFT teacher (ReDial's item-kNN): one line, named so
+                if f"{kind} lists" in hl and hl[f"{kind} lists"] == hl.get("teacher lists"):
+                    hl[f"{kind} lists (the SFT teacher)"] = hl.pop(f"{kind} lists")
+                    del hl["teacher lists"]
             png = L.plot_curves(Path(f"{self.img_prefix}_val_ndcg.png"),
                                 "Validation NDCG@20 (sampled T=1), mean ± sd over seeds, each arm at its rate",
                                 series, hl)

@@ -202,6 +202,21 @@ def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     b.final()  # runs nothing (a run here would fail: no launcher in this test) and says why
     said = capsys.readouterr().out
     assert "no final runs before its grid has the lower rate: tune --arms sequence --lrs 1e-5" in said
+    b.a.lrs = [1e-5]  # the call that runs it reports the protocol's next rate as such while it runs
+    assert "| sequence-level credit | not run (the protocol's next) | **0.290** @10" in b.report()
+
+    # the plots' horizontal lines: validation references, the oracle left out, a baseline that is the SFT
+    # teacher (ReDial's item-kNN) drawn once and named so
+    val = lambda v: {"metrics": {"rank/ndcg@20": [v, 0.0], "rank/recall@20": [v, 0.0]},  # noqa: E731
+                     "in_catalog_rate": [1.0, 0.0], "duplicate_rate": [0.0, 0.0]}
+    record["references"]["val"] = {"teacher": val(0.07), "random": val(0.01), "oracle": val(1.0),
+                                   "popularity": val(0.02), "item_knn": val(0.07)}
+    drawn = []
+    monkeypatch.setattr(lb.L, "plot_curves", lambda path, title, series, hl: drawn.append(hl))
+    b.quick, b.img_prefix = False, tmp_path / "img"
+    b.report()
+    assert drawn and all(hl == {"random lists": 0.01, "popularity lists": 0.02,
+                                "item_knn lists (the SFT teacher)": 0.07} for hl in drawn)
 
 
 def test_a_record_refuses_another_protocol(tmp_path):
