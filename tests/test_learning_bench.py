@@ -29,6 +29,15 @@ def _bench_args(lb, tmp_path, **changes):
     return a
 
 
+def _stand_in_sft(cmd, weights: bytes) -> None:
+    """What OpenRLHF's SFT leaves in ``cmd``'s output folder, for tests that cannot afford a real training:
+    ``config.json`` and ``weights`` as model.safetensors."""
+    out = Path(cmd[cmd.index("--ckpt.output_dir") + 1])
+    out.mkdir(parents=True)
+    (out / "config.json").write_text("{}")
+    (out / "model.safetensors").write_bytes(weights)
+
+
 @pytest.fixture(scope="module")
 def L():
     return _load("_learning")
@@ -249,10 +258,7 @@ def test_a_smollm2_start_trains_with_its_own_settings_and_is_not_kept(tmp_path, 
         calls.append((cmd, env))
         logfile.parent.mkdir(parents=True, exist_ok=True)
         if "openrlhf.cli.train_sft" in cmd:
-            out = Path(cmd[cmd.index("--ckpt.output_dir") + 1])
-            out.mkdir(parents=True)
-            (out / "config.json").write_text("{}")
-            (out / "model.safetensors").write_bytes(b"smol sft")
+            _stand_in_sft(cmd, b"smol sft")
         elif "evaluate" in cmd:
             dest = Path(cmd[cmd.index("--out") + 1])
             dest.mkdir(parents=True)
@@ -301,11 +307,8 @@ def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, 
     def fake_sh(self, cmd, logfile, **kw):
         """Stands in for the tiny model build (nothing to do) and OpenRLHF's SFT (weights unique to the call)."""
         if "openrlhf.cli.train_sft" in cmd:
-            out = Path(cmd[cmd.index("--ckpt.output_dir") + 1])
-            out.mkdir(parents=True)
-            trained.append(out)
-            (out / "config.json").write_text("{}")
-            (out / "model.safetensors").write_bytes(b"weights %d" % len(trained))
+            trained.append(cmd)
+            _stand_in_sft(cmd, b"weights %d" % len(trained))
         return 0
 
     monkeypatch.setattr(lb.Bench, "sh", fake_sh)
