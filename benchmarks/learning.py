@@ -638,14 +638,19 @@ class Bench:
                 else:
                     s, v, last = best_and_last(r, step0)
                     flat = L.flat_since(*L.with_step0(r["curves"], step0), tol=FLAT_TOL)
+                    # the mean of the run's evaluations (step 0 not included): on a noisy validation split the
+                    # best point is partly a draw of the noise, the mean shows whether the whole curve moved
+                    evals = r["curves"]["eval_ndcg"]
+                    mean = sum(evals) / len(evals) if evals else float("nan")
                     cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
-                                 f"(last {last:.3f}, flat from {flat})")
+                                 f"(last {last:.3f}, mean {mean:.3f}, flat from {flat})")
             note = " (lowest)" if lowest else ""
             note += "" if self.grid_complete(arm) else " (grid incomplete: best so far)"
             grid_rows.append([LABELS[arm], *cells, (lr_name(lr) + note) if lr else "-"])
         if grid_rows:
-            out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; flat from: "
-                    f"the first step after which the curve never rose more than {FLAT_TOL} above its running best)\n",
+            out += [f"\n### Learning-rate grid (seed 1): best validation NDCG@20 @ its step (last value; mean of the "
+                    f"run's evaluations; flat from: the first step after which the curve never rose more than "
+                    f"{FLAT_TOL} above its running best)\n",
                     L.table(["arm", *map(lr_name, self.grid), "chosen"], grid_rows)]
         # final runs
         fin_rows, series = [], {}

@@ -166,7 +166,8 @@ def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     assert b.final_rate("rank") == 3e-4 and b.final_rate("sequence") is None  # no final runs on an unfinished grid
     assert "sequence: its grid has a rate without a finished tuning run" in capsys.readouterr().out
     text = b.report()
-    assert "| **0.310** @20 (last 0.310, flat from 10) |" in text  # best 0.31 at 20, within 0.02 of 0.30 at 10
+    assert "| **0.310** @20 (last 0.310, mean 0.305, flat from 10) |" in text  # best 0.31 at 20, 0.30 at 10
+    assert "| **0.280** @20 (last 0.280, mean 0.240, flat from 20) |" in text  # (0.20 + 0.28) / 2
     # seed 1: sequence best 0.28 at step 20, rank reaches it at 10 -> 0.5; seed 2: 0.27 at 20, rank at 10 -> 0.5
     assert "rank vs sequence, seed 1: sequence best 0.280 at step 20, rank reaches it at step 10 -> 0.50x" in text
     assert "**rank vs sequence: steps ratio 0.50 ± 0.00** over 2 of 2 seed pairs" in text
