@@ -691,8 +691,10 @@ class Bench:
                 if a["status"] == b["status"] == "done":
                     res = L.steps_ratio(L.with_step0(a["curves"], step0), L.with_step0(b["curves"], step0))
                     per_seed.append(res)
+                    reach = ("never reaches it" if res["rank_step"] is None
+                             else f"reaches it at step {res['rank_step']}")
                     ratio_lines.append(f"- {r_arm} vs {s_arm}, seed {s}: {s_arm} best {res['target']:.3f} at step "
-                                       f"{res['sequence_step']}, {r_arm} reaches it at step {res['rank_step']}"
+                                       f"{res['sequence_step']}, {r_arm} {reach}"
                                        + (f" -> {res['ratio']:.2f}x" if res["ratio"] is not None else ""))
             if per_seed:
                 ok = [x["ratio"] for x in per_seed if x["ratio"] is not None]

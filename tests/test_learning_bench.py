@@ -174,6 +174,11 @@ def test_report_from_a_record(tmp_path, L, capsys, monkeypatch):
     assert "sequence_lr3e-4_s1: exit 0" in text  # failed runs are listed
     # the final table marks an arm whose grid has a rate without a finished run (sequence: 3e-4 failed)
     assert "| sequence-level credit (grid incomplete) | 1e-4 | 2/2 |" in text
+    # a seed whose rank run never reaches the sequence run's best: said in words, and left out of the ratio
+    record["runs"][lb.run_id("rank", 3e-4, 2)]["curves"]["eval_ndcg"] = [0.20, 0.21]
+    text = b.report()
+    assert "rank vs sequence, seed 2: sequence best 0.270 at step 20, rank never reaches it\n" in text
+    assert "**rank vs sequence: steps ratio 0.50** over 1 of 2 seed pairs" in text  # one ratio: no sd
     assert "| Rank-GRPO (rank-level credit) | 3e-4 | 2/2 | 2 |" in text
     assert "| popularity lists | 0.100 ± 0.000 |" in text
     sd = ((0.3 - 0.4) ** 2 * 2) ** 0.5  # sample sd of (0.3, 0.5)
