@@ -640,8 +640,7 @@ class Bench:
                     flat = L.flat_since(*L.with_step0(r["curves"], step0), tol=FLAT_TOL)
                     # the mean of the run's evaluations (step 0 not included): on a noisy validation split the
                     # best point is partly a draw of the noise, the mean shows whether the whole curve moved
-                    evals = r["curves"]["eval_ndcg"]
-                    mean = sum(evals) / len(evals) if evals else float("nan")
+                    mean = L.mean_sd(r["curves"]["eval_ndcg"])[0]
                     cells.append(f"{'**' if g == lr else ''}{v:.3f}{'**' if g == lr else ''} @{s} "
                                  f"(last {last:.3f}, mean {mean:.3f}, flat from {flat})")
             note = " (lowest)" if lowest else ""
