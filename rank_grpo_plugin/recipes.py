@@ -102,6 +102,8 @@ class SFTRecipe:
     micro_batch: int = 8
     lr: float = 3e-3
     max_len: int = 512
+    save_steps: int = -1  # a DeepSpeed checkpoint in ``ckpt`` every this many optimizer steps (-1: none)
+    resume: bool = False  # continue from the latest checkpoint in ``ckpt`` when there is one (a killed run)
     port: Optional[int] = None  # deepspeed --master_port (default: a free one)
 
 
@@ -113,7 +115,8 @@ def sft_command(r: SFTRecipe) -> List[str]:
             "--train.micro_batch_size", str(r.micro_batch), "--adam.lr", str(r.lr), "--lr_scheduler", "cosine",
             "--lr_warmup_ratio", "0.05", "--ds.zero_stage", "2", "--ds.param_dtype", "bf16",
             "--ds.attn_implementation", "sdpa", "--logger.logging_steps", "10", "--ckpt.output_dir", r.out,
-            "--ckpt.path", r.ckpt or r.out.rstrip("/") + "_ckpt", "--ckpt.save_steps", "-1"]
+            "--ckpt.path", r.ckpt or r.out.rstrip("/") + "_ckpt", "--ckpt.save_steps", str(r.save_steps),
+            *(["--ckpt.load_enable"] if r.resume else [])]
 
 
 @dataclass(frozen=True)

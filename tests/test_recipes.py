@@ -75,6 +75,9 @@ def test_sft_command():
     cmd = sft_command(SFTRecipe(model="m", data="d.jsonl", out="runs/sft/", port=1234, epochs=2))
     assert cmd[:5] == ["deepspeed", "--master_port", "1234", "--module", "openrlhf.cli.train_sft"]
     assert _flag(cmd, "--ckpt.path") == "runs/sft_ckpt" and _flag(cmd, "--train.max_epochs") == "2"
+    assert _flag(cmd, "--ckpt.save_steps") == "-1" and "--ckpt.load_enable" not in cmd  # no checkpoints by default
+    cmd = sft_command(SFTRecipe(model="m", data="d.jsonl", out="o", save_steps=20, resume=True))
+    assert _flag(cmd, "--ckpt.save_steps") == "20" and cmd.count("--ckpt.load_enable") == 1
 
 
 def test_launch_environment_keeps_values_already_set():
