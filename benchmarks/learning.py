@@ -383,8 +383,11 @@ class Bench:
             sft = recipes.SFTRecipe(model=str(base), data=str(sft_data), out=str(sft_dir),
                                     epochs=1 if self.quick else settings["epochs"],
                                     **{k: v for k, v in settings.items() if k != "epochs"})
-            if self.sh(recipes.sft_command(sft), out / "logs" / "sft.log", env={**self.env, **self.base["sft_env"]}):
-                sys.exit(f"SFT failed: see {out / 'logs' / 'sft.log'}")
+            sft_log = out / "logs" / "sft.log"
+            if sft_log.exists():  # a killed run's (the new one resumes from its checkpoint): kept as sft.N.log
+                sft_log.rename(next(p for i in range(1, 1000) if not (p := sft_log.with_name(f"sft.{i}.log")).exists()))
+            if self.sh(recipes.sft_command(sft), sft_log, env={**self.env, **self.base["sft_env"]}):
+                sys.exit(f"SFT failed: see {sft_log}")
             log(f"SFT done in {time.time() - t:.0f}s")
         sha = weights_sha256(sft_dir)
         sft_rec = self.record.setdefault("sft", {})

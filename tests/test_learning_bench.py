@@ -277,11 +277,17 @@ def test_a_smollm2_start_trains_with_its_own_settings_and_is_not_kept(tmp_path, 
 
     monkeypatch.setattr(lb.Bench, "sh", fake_sh)
     b = lb.Bench(_bench_args(lb, tmp_path, base="smollm2", max_new_tokens=280))
+    (tmp_path / "runs" / "logs").mkdir(parents=True)
+    (tmp_path / "runs" / "logs" / "sft.log").write_text("a killed run's log")
     assert b.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft"
-    sft = next(c for c, _ in calls if "openrlhf.cli.train_sft" in c)
+    assert (tmp_path / "runs" / "logs" / "sft.1.log").read_text() == "a killed run's log"
+    sft, sft_env = next((c, e) for c, e in calls if "openrlhf.cli.train_sft" in c)
     flag = lambda name: sft[sft.index(name) + 1]  # noqa: E731
     assert (flag("--model.model_name_or_path"), flag("--adam.lr"), flag("--data.max_len"),
             flag("--train.max_epochs"), flag("--train.batch_size")) == (str(smol), "5e-05", "1024", "1", "8")
+    # micro-batches of 2 under a fixed mmap threshold (out of memory otherwise), checkpoints it resumes from
+    assert (flag("--train.micro_batch_size"), flag("--ckpt.save_steps")) == ("2", "20") and "--ckpt.load_enable" in sft
+    assert sft_env["MALLOC_MMAP_THRESHOLD_"] == "65536" and sft_env["HF_HUB_OFFLINE"] == "1"
     assert not (tmp_path / "rec_sft").exists()  # not kept beside the record
     ev = b.evaluate(tmp_path / "runs" / "sft", "test", tmp_path / "ev")
     cmd, env = calls[-1]
@@ -322,6 +328,8 @@ def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, 
     first = lb.Bench(_bench_args(lb, tmp_path))
     assert first.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft" and len(trained) == 1
     assert first.record["sft"]["weights_sha256"] == sha1
+    # the tiny start's SFT command is the one its record was made with: no checkpoints, no resume
+    assert trained[0][trained[0].index("--ckpt.save_steps") + 1] == "-1" and "--ckpt.load_enable" not in trained[0]
     assert (tmp_path / "rec_sft" / "model.safetensors").read_bytes() == b"weights 1"  # kept beside rec.json
     quick = lb.Bench(_bench_args(lb, tmp_path, quick=True, out=str(tmp_path / "q"), results=str(tmp_path / "q.json")))
     quick.sft_start(tmp_path / "sft.jsonl")
