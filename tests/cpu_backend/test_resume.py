@@ -63,12 +63,11 @@ def _kill_after(args, env, cwd, needle, timeout=900):
     return out
 
 
-def _adam_state(ckpt: Path, step: int):
-    """The Adam state of the DeepSpeed checkpoint of ``step``: its optimizer states file's base optimizer state (a
-    file this test wrote itself)."""
-    d = ckpt / "_actor" / f"global_step{step}"
-    optim = torch.load(next(d.glob("*optim_states.pt")), map_location="cpu", weights_only=False)
-    return optim["optimizer_state_dict"]["base_optimizer_state"]["state"]
+def adam_steps(step_dir: Path):
+    """Adam's step counts in one DeepSpeed checkpoint folder (``.../global_stepN``): its optimizer states file's base
+    optimizer state (a file the calling test's run wrote itself). Also test_sft_resume's."""
+    optim = torch.load(next(step_dir.glob("*optim_states.pt")), map_location="cpu", weights_only=False)
+    return sorted({int(v["step"]) for v in optim["optimizer_state_dict"]["base_optimizer_state"]["state"].values()})
 
 
 def test_killed_run_resumes_from_its_checkpoint(run_py, base_env, tiny_model, prompt_data, tmp_path):
@@ -79,7 +78,7 @@ def test_killed_run_resumes_from_its_checkpoint(run_py, base_env, tiny_model, pr
     killed = _kill_after(args, base_env, str(tmp_path), "Global step 3:")
     check_rank_grpo_run(killed, check_steps(killed, 1, 3, syncs=[1, 2, 3]), tb)
     assert (tmp_path / "ckpt" / "_actor" / "global_step2").is_dir(), killed[-3000:]
-    adam_at_2 = _adam_state(tmp_path / "ckpt", 2)
+    adam_at_2 = adam_steps(tmp_path / "ckpt" / "_actor" / "global_step2")
     t = time.time()
     resumed = run_py(args + ["--ckpt.load_enable"], timeout=900, cwd=str(tmp_path))
     log = resumed.stdout
@@ -90,9 +89,8 @@ def test_killed_run_resumes_from_its_checkpoint(run_py, base_env, tiny_model, pr
     check_rank_grpo_run(log, check_steps(log, 3, 6, syncs=range(1, 6)), tb)
     assert log.index("weight sync #1 verified") < log.index("Global step 3:")
     # the optimizer state went on: one Adam step per global step, 2 before the kill and 6 at the end
-    adam_at_6 = _adam_state(tmp_path / "ckpt", 6)
-    adam_steps = lambda st: sorted({int(v["step"]) for v in st.values()})  # noqa: E731
-    assert adam_steps(adam_at_2) == [2] and adam_steps(adam_at_6) == [6]
+    adam_at_6 = adam_steps(tmp_path / "ckpt" / "_actor" / "global_step6")
+    assert adam_at_2 == [2] and adam_at_6 == [6]
     # the resumed run's model: finite, and it moved away from the start
     from transformers import AutoModelForCausalLM
 

@@ -28,6 +28,9 @@ import torch
 from openrlhf_cpu.procs import kill_marked
 from rank_grpo_plugin.recipes import SFTRecipe, sft_command
 
+# pytest puts this folder on sys.path
+from test_resume import adam_steps  # noqa: E402
+
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend test; GPU resume is OpenRLHF's own")]
 MARK = "RANK_GRPO_TEST_SFT_RESUME_RUN"
@@ -38,13 +41,6 @@ def _rows(n: int):
     for i in range(n):
         yield {"input": [{"role": "user", "content": f"Conversation {i}: I liked Film {i} (1999). Recommend films."}],
                "output": [{"role": "assistant", "content": "\n".join(f"Film {i + j} ({1990 + j})" for j in range(5))}]}
-
-
-def _adam_steps(ckpt: Path, step: int):
-    """Adam's step counts in the DeepSpeed checkpoint of ``step`` (a file this test's run wrote itself)."""
-    optim = torch.load(next((ckpt / f"global_step{step}").glob("*optim_states.pt")), map_location="cpu",
-                       weights_only=False)
-    return sorted({int(v["step"]) for v in optim["optimizer_state_dict"]["base_optimizer_state"]["state"].values()})
 
 
 def _run(cmd, env, log: Path, kill_when=None, timeout=600):
@@ -85,7 +81,7 @@ def test_killed_sft_resumes_from_its_checkpoint(base_env, tiny_model, tmp_path):
     rc, first = _run(cmd, env, tmp_path / "first.log", kill_when=step4_written)
     assert rc is None and step4_written(), f"exit {rc} before the step-4 checkpoint:\n{first[-4000:]}"
     assert not (tmp_path / "sft" / "config.json").exists()
-    assert _adam_steps(ckpt, 4) == [4]
+    assert adam_steps(ckpt / "global_step4") == [4]
     step2 = (ckpt / "global_step2").stat().st_mtime_ns
 
     rc, second = _run(cmd, env, tmp_path / "second.log")
@@ -94,7 +90,7 @@ def test_killed_sft_resumes_from_its_checkpoint(base_env, tiny_model, tmp_path):
     assert (ckpt / "latest").read_text().strip() == "global_step6"
     assert not (ckpt / "global_step8").exists() and not (ckpt / "global_step10").exists()
     assert (ckpt / "global_step2").stat().st_mtime_ns == step2  # steps 1-2 were not trained again
-    assert _adam_steps(ckpt, 6) == [6]
+    assert adam_steps(ckpt / "global_step6") == [6]
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "sft"))
