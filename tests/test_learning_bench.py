@@ -306,6 +306,29 @@ def test_a_smollm2_start_trains_with_its_own_settings_and_is_not_kept(tmp_path, 
     cmd, env = calls[-1]
     assert cmd[cmd.index("--backend") + 1] == "hf" and env["OMP_NUM_THREADS"] == "1"
 
+    # the launch recorded its command beside its checkpoints; a start that has checkpoints resumes only with it
+    ckpt = tmp_path / "runs" / "sft_ckpt"
+    assert json.loads((ckpt / "rank_grpo_launch.json").read_text())["command"] == sft
+    (ckpt / "latest").write_text("global_step20")  # as DeepSpeed leaves it after a checkpoint
+    for f in (tmp_path / "runs" / "sft").iterdir():
+        f.unlink()
+    (tmp_path / "runs" / "sft").rmdir()
+    assert b.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft"  # the same command (a free port)
+    resumed = [c for c, _ in calls if "openrlhf.cli.train_sft" in c]
+    assert len(resumed) == 2 and resumed[0][3:] == resumed[1][3:]
+    launch = json.loads((ckpt / "rank_grpo_launch.json").read_text())
+    launch["command"][launch["command"].index("--adam.lr") + 1] = "1e-4"
+    (ckpt / "rank_grpo_launch.json").write_text(json.dumps(launch))
+    for f in (tmp_path / "runs" / "sft").iterdir():
+        f.unlink()
+    (tmp_path / "runs" / "sft").rmdir()
+    logs = sorted(p.name for p in (tmp_path / "runs" / "logs").iterdir())
+    with pytest.raises(SystemExit, match=r"SFT not started: .*sft_ckpt holds checkpoints of another command.*"
+                                         r"--adam.lr: 1e-4 -> 5e-05$"):
+        b.sft_start(tmp_path / "sft.jsonl")
+    assert len([c for c, _ in calls if "openrlhf.cli.train_sft" in c]) == 2  # not launched
+    assert sorted(p.name for p in (tmp_path / "runs" / "logs").iterdir()) == logs  # its log not moved
+
 
 def test_the_sft_start_is_kept_beside_the_record_and_restored_from_it(tmp_path, monkeypatch):
     """A record resumes on a fresh machine from the SFT start kept beside it (trained again elsewhere, a start

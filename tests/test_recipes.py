@@ -3,13 +3,14 @@ command lines per algorithm, the environment, errors. That OpenRLHF's real parse
 that the benchmark's arms differ only in their names: tests/test_example_scripts.py."""
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
 
 from rank_grpo_plugin.cli import main as cli_main
-from rank_grpo_plugin.recipes import (ENVIRONMENT, RLRecipe, SFTRecipe, episodes, launch_environment, rl_command,
-                                      sft_command)
+from rank_grpo_plugin.recipes import (ENVIRONMENT, LAUNCH_FILE, RLRecipe, SFTRecipe, episodes, launch_environment,
+                                      resume_guard, rl_command, sft_command)
 
 
 @pytest.mark.parametrize("steps,rows,pps,expected", [
@@ -78,6 +79,35 @@ def test_sft_command():
     assert _flag(cmd, "--ckpt.save_steps") == "-1" and "--ckpt.load_enable" not in cmd  # no checkpoints by default
     cmd = sft_command(SFTRecipe(model="m", data="d.jsonl", out="o", save_steps=20, resume=True))
     assert _flag(cmd, "--ckpt.save_steps") == "20" and cmd.count("--ckpt.load_enable") == 1
+
+
+def test_resume_guard(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    cmd = sft_command(SFTRecipe(model="m", data="d.jsonl", out="o", port=1111, save_steps=20, resume=True))
+    resume_guard(str(ckpt), cmd)  # no checkpoints yet: records the command
+    assert json.loads((ckpt / LAUNCH_FILE).read_text()) == {"command": cmd}
+    other = sft_command(SFTRecipe(model="m", data="d.jsonl", out="o", port=2222, save_steps=20, resume=True,
+                                  lr=1e-4, micro_batch=2))
+    resume_guard(str(ckpt), other)  # still no checkpoints: a new start, the new command recorded
+    assert json.loads((ckpt / LAUNCH_FILE).read_text()) == {"command": other}
+    (ckpt / "latest").write_text("global_step20")
+    resume_guard(str(ckpt), [*other[:2], "3333", *other[3:]])  # the same command on another port resumes
+    with pytest.raises(RuntimeError) as e:
+        resume_guard(str(ckpt), cmd)
+    msg = str(e.value)
+    assert msg.startswith(f"{ckpt} holds checkpoints of another command, so they are not resumed")
+    assert msg.endswith("what differs: --adam.lr: 0.0001 -> 0.003; --train.micro_batch_size: 2 -> 8")
+    with pytest.raises(RuntimeError, match=r"--ckpt.load_enable: \(set\) -> \(absent\)"):
+        resume_guard(str(ckpt), [t for t in other if t != "--ckpt.load_enable"])
+    assert json.loads((ckpt / LAUNCH_FILE).read_text()) == {"command": other}  # a refusal changes nothing
+    (ckpt / LAUNCH_FILE).write_text("{not json")
+    with pytest.raises(RuntimeError, match="rank_grpo_launch.json: not a launch record"):
+        resume_guard(str(ckpt), other)
+    (ckpt / LAUNCH_FILE).unlink()
+    with pytest.raises(RuntimeError, match="holds checkpoints but not rank_grpo_launch.json: the command that "
+                                           "wrote them is unknown"):
+        resume_guard(str(ckpt), other)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest"]
 
 
 def test_launch_environment_keeps_values_already_set():
