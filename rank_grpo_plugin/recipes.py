@@ -22,6 +22,7 @@ passes over each rollout (``--train.max_epochs``), the k3 KL to the SFT referenc
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .config import EPS_HIGH, EPS_LOW
+from .files import write_atomic
 
 __all__ = ["ALGORITHMS", "ENVIRONMENT", "SFTRecipe", "RLRecipe", "episodes", "sft_command", "rl_command",
            "launch_environment", "count_rows", "free_port", "sft_ckpt_dir", "resume_guard", "LAUNCH_FILE"]
@@ -244,17 +246,17 @@ def resume_guard(ckpt: str, cmd: Sequence[str]) -> None:
     when they were written by another command. OpenRLHF loads whatever the folder holds, so a run continued with
     another learning rate, data file or batch size would mix two settings without a word.
 
-    A folder without checkpoints (no DeepSpeed ``latest`` file) gets :data:`LAUNCH_FILE` with ``cmd`` in it; a
+    A folder without checkpoints (no DeepSpeed ``latest`` file in it, as the SFT writes them, or in a folder of it,
+    as the RL run's ``ckpt/_actor``) gets :data:`LAUNCH_FILE` with ``cmd`` in it; a
     folder with checkpoints must hold that file with the same command (``--master_port`` may differ). Raises
     ``RuntimeError`` naming the folder and every flag that differs; nothing is deleted.
     """
     folder = os.path.abspath(ckpt)
     path = os.path.join(folder, LAUNCH_FILE)
-    if not os.path.exists(os.path.join(folder, "latest")):
+    if not glob.glob(os.path.join(glob.escape(folder), "latest")) + glob.glob(
+            os.path.join(glob.escape(folder), "*", "latest")):
         os.makedirs(folder, exist_ok=True)
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump({"command": list(cmd)}, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_atomic(path, json.dumps({"command": list(cmd)}, indent=1) + "\n")
         return
     try:
         with open(path, encoding="utf-8") as f:

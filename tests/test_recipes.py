@@ -108,6 +108,16 @@ def test_resume_guard(tmp_path):
                                            "wrote them is unknown"):
         resume_guard(str(ckpt), other)
     assert sorted(p.name for p in ckpt.iterdir()) == ["latest"]
+    rl = tmp_path / "rl_ckpt"  # an RL run's checkpoints: the actor's in ckpt/_actor
+    (tmp_path / "rl.jsonl").write_text("{}\n" * 8)
+    base = RLRecipe(model="m", prompts=str(tmp_path / "rl.jsonl"), catalog="c.jsonl", out="o", save_steps=2,
+                    resume=True)
+    resume_guard(str(rl), rl_command(base))
+    (rl / "_actor").mkdir()
+    (rl / "_actor" / "latest").write_text("global_step2")
+    resume_guard(str(rl), rl_command(base))
+    with pytest.raises(RuntimeError, match=r"--actor.adam.lr: 0.0003 -> 0.0001$"):
+        resume_guard(str(rl), rl_command(base.replace(lr=1e-4)))
 
 
 def test_launch_environment_keeps_values_already_set():
