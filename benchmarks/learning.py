@@ -90,10 +90,11 @@ BASES: Dict[str, dict] = {
     # is 621); vLLM evaluations (HF generate is over 3.7x slower for this model). Its SFT ran out of memory with
     # micro-batches of 8 and glibc's default allocator settings: resident memory grew over batches of changing length
     # until the kernel killed it at step 127 of 232 (20.8 GB). It runs with the mmap threshold fixed at 64 KiB
-    # (blocks that size and up go back to the system when freed; ~35 % slower a step in a one-thread benchmark) and
-    # micro-batches of 2 (OpenRLHF normalises the loss over the tokens of the whole 8-row step: the same update).
-    # Its epoch outlasts a working session (~26 s a step): a checkpoint every 20 steps, and a killed SFT run started
-    # again continues from the latest one.
+    # (blocks that size and up go back to the system when freed; 35-40 % slower a step in
+    # benchmarks/sft_allocator.py) and micro-batches of 2 (OpenRLHF normalises the loss over the tokens of the whole
+    # 8-row step: the same update). Its epoch outlasts a working session (19-26 s a step): a checkpoint every 20
+    # steps; a killed SFT run started again continues from the latest one (recipes.resume_guard checks first that
+    # the checkpoints are this command's).
     "smollm2": dict(sft=dict(epochs=1, batch=8, micro_batch=2, lr=5e-5, max_len=1024, save_steps=20, resume=True),
                     sft_env=dict(MALLOC_MMAP_THRESHOLD_="65536"), backend="vllm",
                     rl=dict(prompt_max_len=1024), keep_start=False),

@@ -47,3 +47,13 @@ def test_policy_loss_quick(tmp_path):
     out = _script("policy_loss").main(["--quick", "--out", str(tmp_path)])
     assert out["wrapper_matches_core"] and out["all_finite"]
     assert (tmp_path / "policy_loss_quick.json").exists()
+
+
+@pytest.mark.slow  # two fresh training processes of the tiny model (a few seconds each)
+def test_sft_allocator_quick(tmp_path, tiny_model):
+    out = _script("sft_allocator").main(["--quick", "--model", str(tiny_model), "--out", str(tmp_path)])
+    (rep,) = out["repeats"]
+    assert rep["order"] == ["default", "mmap_threshold_64k"]
+    assert all(rep[s]["seconds"] > 0 and rep[s]["peak_rss_mib"] > 0 for s in rep["order"])
+    assert out["median_ratio"] == rep["ratio"] == rep["mmap_threshold_64k"]["seconds"] / rep["default"]["seconds"]
+    assert (tmp_path / "sft_allocator_quick.json").exists()
