@@ -58,31 +58,49 @@ def _kill_marked(marker: str) -> None:
 
 
 @pytest.fixture
-def run_py(base_env):
-    """run_py(args, env=None, timeout=...) -> CompletedProcess (stdout+stderr merged); cleans up after itself."""
+def run_cmd(base_env, tmp_path_factory):
+    """run_cmd(cmd, env=None, timeout=600, cwd=None, kill_when=None, log=None) -> CompletedProcess with stdout and
+    stderr merged (also in the file ``log``, default a temporary one).
+
+    ``cmd`` runs in its own session with ``base_env`` + ``env``. ``kill_when(output so far) -> bool``, polled every
+    0.5 s, kills it once it holds as an OOM killer or a pre-empted node would: SIGKILL to its process group and to
+    every process carrying its environment marker (Ray daemons, DeepSpeed ranks); ``returncode`` is then None. A run
+    that outlasts ``timeout`` fails the test. Whatever the test does, nothing it started is left behind."""
     markers = []
 
-    def run(args, env=None, timeout=600, cwd=None):
+    def run(cmd, env=None, timeout=600, cwd=None, kill_when=None, log=None):
         marker = uuid.uuid4().hex
         markers.append(marker)
-        full_env = dict(base_env)
-        full_env.update(env or {})
-        full_env[MARKER_ENV] = marker
-        proc = subprocess.Popen([sys.executable, *args], env=full_env, cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-            _kill_marked(marker)
-            pytest.fail(f"timed out after {timeout}s: {' '.join(args)}\n{out[-6000:]}")
-        return subprocess.CompletedProcess(args, proc.returncode, out, None)
+        log = Path(log) if log else tmp_path_factory.mktemp("run") / "output.log"
+        with open(log, "w") as f:
+            proc = subprocess.Popen(list(cmd), env={**base_env, **(env or {}), MARKER_ENV: marker}, cwd=cwd,
+                                    stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            t, rc = time.time(), None
+            try:
+                while (rc := proc.poll()) is None:
+                    if kill_when is not None and kill_when(log.read_text(errors="replace")):
+                        break
+                    if time.time() - t > timeout:
+                        pytest.fail(f"timed out after {timeout}s: {' '.join(map(str, cmd))}\n"
+                                    f"{log.read_text(errors='replace')[-6000:]}")
+                    time.sleep(0.5)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    _kill_marked(marker)
+        return subprocess.CompletedProcess(list(cmd), rc, log.read_text(errors="replace"), None)
 
     yield run
     time.sleep(0.5)
     for m in markers:
         _kill_marked(m)
+
+
+@pytest.fixture
+def run_py(run_cmd):
+    """run_py(args, **kw): :func:`run_cmd` of this Python interpreter with ``args``."""
+    return lambda args, **kw: run_cmd([sys.executable, *args], **kw)
 
 
 @pytest.fixture(scope="session")

@@ -19,48 +19,17 @@ say nothing about learning; README "Long runs" says so.
 """
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import torch
-
-from openrlhf_cpu.procs import kill_marked
 
 # pytest puts this folder on sys.path
 from test_cpu_launcher import check_rank_grpo_run, check_steps, rank_grpo_args  # noqa: E402
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend test; GPU resume is OpenRLHF's own")]
-MARK = "RANK_GRPO_TEST_RESUME_RUN"
-
-
-def _kill_after(args, env, cwd, needle, timeout=900):
-    """Run the launcher until its output shows ``needle``, then SIGKILL it and everything it started (as an OOM
-    killer or a pre-empted node would); returns its output so far."""
-    marker = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, *args], env=dict(env, **{MARK: marker}), cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines, t = [], time.time()
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if needle in line or time.time() - t > timeout:
-                break
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        kill_marked(MARK, marker)
-        proc.wait()
-    time.sleep(1)
-    kill_marked(MARK, marker)
-    out = "".join(lines)
-    assert needle in out, out[-6000:]
-    return out
 
 
 def adam_steps(step_dir: Path):
@@ -70,12 +39,14 @@ def adam_steps(step_dir: Path):
     return sorted({int(v["step"]) for v in optim["optimizer_state_dict"]["base_optimizer_state"]["state"].values()})
 
 
-def test_killed_run_resumes_from_its_checkpoint(run_py, base_env, tiny_model, prompt_data, tmp_path):
+def test_killed_run_resumes_from_its_checkpoint(run_py, tiny_model, prompt_data, tmp_path):
     # 6 prompts, 2 per step: 3 steps per episode, 2 episodes
     tb = tmp_path / "tb"
     args = rank_grpo_args(tiny_model, prompt_data, tmp_path / "model", tb, "--ckpt.path", str(tmp_path / "ckpt"),
                           "--ckpt.save_steps", "2", "--train.num_episodes", "2", "--train.seed", "7")
-    killed = _kill_after(args, base_env, str(tmp_path), "Global step 3:")
+    run = run_py(args, timeout=900, cwd=str(tmp_path), kill_when=lambda out: "Global step 3:" in out)
+    killed = run.stdout
+    assert run.returncode is None and "Global step 3:" in killed, killed[-6000:]
     check_rank_grpo_run(killed, check_steps(killed, 1, 3, syncs=[1, 2, 3]), tb)
     assert (tmp_path / "ckpt" / "_actor" / "global_step2").is_dir(), killed[-3000:]
     adam_at_2 = adam_steps(tmp_path / "ckpt" / "_actor" / "global_step2")
