@@ -247,9 +247,9 @@ def resume_guard(ckpt: str, cmd: Sequence[str]) -> None:
     another learning rate, data file or batch size would mix two settings without a word.
 
     A folder without checkpoints (no DeepSpeed ``latest`` file in it, as the SFT writes them, or in a folder of it,
-    as the RL run's ``ckpt/_actor``) gets :data:`LAUNCH_FILE` with ``cmd`` in it; a
-    folder with checkpoints must hold that file with the same command (``--master_port`` may differ). Raises
-    ``RuntimeError`` naming the folder and every flag that differs; nothing is deleted.
+    as the RL run's ``ckpt/_actor``) gets :data:`LAUNCH_FILE` with ``cmd`` in it; a folder with checkpoints must
+    hold that file with the same command (``--master_port`` may differ). Raises ``RuntimeError`` naming the folder
+    and every flag that differs; nothing is deleted.
     """
     folder = os.path.abspath(ckpt)
     path = os.path.join(folder, LAUNCH_FILE)
