@@ -253,8 +253,8 @@ def resume_guard(ckpt: str, cmd: Sequence[str]) -> None:
     """
     folder = os.path.abspath(ckpt)
     path = os.path.join(folder, LAUNCH_FILE)
-    if not glob.glob(os.path.join(glob.escape(folder), "latest")) + glob.glob(
-            os.path.join(glob.escape(folder), "*", "latest")):
+    if not (os.path.exists(os.path.join(folder, "latest"))
+            or glob.glob(os.path.join(glob.escape(folder), "*", "latest"))):
         os.makedirs(folder, exist_ok=True)
         write_atomic(path, json.dumps({"command": list(cmd)}, indent=1) + "\n")
         return

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -310,18 +311,14 @@ def test_a_smollm2_start_trains_with_its_own_settings_and_is_not_kept(tmp_path, 
     ckpt = tmp_path / "runs" / "sft_ckpt"
     assert json.loads((ckpt / "rank_grpo_launch.json").read_text())["command"] == sft
     (ckpt / "latest").write_text("global_step20")  # as DeepSpeed leaves it after a checkpoint
-    for f in (tmp_path / "runs" / "sft").iterdir():
-        f.unlink()
-    (tmp_path / "runs" / "sft").rmdir()
+    shutil.rmtree(tmp_path / "runs" / "sft")
     assert b.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft"  # the same command (a free port)
     resumed = [c for c, _ in calls if "openrlhf.cli.train_sft" in c]
     assert len(resumed) == 2 and resumed[0][3:] == resumed[1][3:]
     launch = json.loads((ckpt / "rank_grpo_launch.json").read_text())
     launch["command"][launch["command"].index("--adam.lr") + 1] = "1e-4"
     (ckpt / "rank_grpo_launch.json").write_text(json.dumps(launch))
-    for f in (tmp_path / "runs" / "sft").iterdir():
-        f.unlink()
-    (tmp_path / "runs" / "sft").rmdir()
+    shutil.rmtree(tmp_path / "runs" / "sft")
     logs = sorted(p.name for p in (tmp_path / "runs" / "logs").iterdir())
     with pytest.raises(SystemExit, match=r"SFT not started: .*sft_ckpt holds checkpoints of another command.*"
                                          r"--adam.lr: 1e-4 -> 5e-05$"):
