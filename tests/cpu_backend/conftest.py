@@ -98,6 +98,29 @@ def run_cmd(base_env, tmp_path_factory):
 
 
 @pytest.fixture
+def sitecustomize(base_env, tmp_path_factory):
+    """sitecustomize(code) -> environment overrides for :func:`run_cmd` that run ``code`` at the start of every
+    Python process of a command (the deepspeed launcher and its ranks inherit the environment): a fault injected
+    at an exact point of a run instead of a race against it. A ``sitecustomize`` it shadows on the path (base_env's
+    throwaway one) still runs after it."""
+
+    def make(code: str) -> dict:
+        site = tmp_path_factory.mktemp("fault_site")
+        chain = (
+            "\n\nimport importlib.machinery as _m, importlib.util as _u, os as _os, sys as _s\n"
+            "_here = _os.path.dirname(_os.path.abspath(__file__))\n"
+            "_spec = _m.PathFinder.find_spec('sitecustomize', "
+            "[p for p in _s.path if _os.path.abspath(p or '.') != _here])\n"
+            "if _spec is not None:\n"
+            "    _spec.loader.exec_module(_u.module_from_spec(_spec))\n")
+        (site / "sitecustomize.py").write_text(code + chain)
+        path = [str(site), base_env.get("PYTHONPATH", "")]
+        return {"PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep)}
+
+    return make
+
+
+@pytest.fixture
 def run_py(run_cmd):
     """run_py(args, **kw): :func:`run_cmd` of this Python interpreter with ``args``."""
     return lambda args, **kw: run_cmd([sys.executable, *args], **kw)

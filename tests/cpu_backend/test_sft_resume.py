@@ -2,7 +2,9 @@
 deepspeed launcher and OpenRLHF's real ``train_sft`` on CPU (the command ``benchmarks/learning.py`` runs for a start
 whose epoch outlasts a working session). The run checkpoints every 2 optimizer steps, is killed with SIGKILL (its
 process group and everything it started) once the step-4 checkpoint is written, and is started again with the same
-command.
+command. The kill point is exact, not a race against a run of about a second: a ``sitecustomize`` in the first
+run's environment stops its rank (SIGSTOP) as DeepSpeed's ``save_checkpoint`` returns from writing step 4, and the
+test then kills everything, as the OOM killer would.
 
 Against numbers worked out from the plan (24 rows, 4 per optimizer step in micro-batches of 2, one epoch: 6 steps):
 - the restart loads the step-4 checkpoint with its data position, 16 rows consumed;
@@ -31,6 +33,29 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend test; GPU resume is OpenRLHF's own")]
 
 
+# The first run's rank stops itself once DeepSpeed has written the step-4 checkpoint (`latest` is its last file).
+STOP_AFTER_STEP4 = """
+import os, signal, sys
+from rank_grpo_plugin.hooks import when_imported
+
+def _stop_after_step4(engine):
+    save = engine.DeepSpeedEngine.save_checkpoint
+
+    def save_checkpoint(self, save_dir, *args, **kwargs):
+        out = save(self, save_dir, *args, **kwargs)
+        latest = os.path.join(save_dir, "latest")
+        if os.path.isfile(latest) and open(latest).read().strip() == "global_step4":
+            sys.stderr.write(f"TEST FAULT: rank pid {os.getpid()} stops after the step-4 checkpoint\\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return out
+
+    engine.DeepSpeedEngine.save_checkpoint = save_checkpoint
+
+when_imported("deepspeed.runtime.engine", _stop_after_step4)
+"""
+
+
 def _rows(n: int):
     """``n`` SFT rows in ``rank-grpo prepare --sft``'s format: a user turn and a short list answer."""
     for i in range(n):
@@ -38,7 +63,7 @@ def _rows(n: int):
                "output": [{"role": "assistant", "content": "\n".join(f"Film {i + j} ({1990 + j})" for j in range(5))}]}
 
 
-def test_killed_sft_resumes_from_its_checkpoint(run_cmd, tiny_model, tmp_path):
+def test_killed_sft_resumes_from_its_checkpoint(run_cmd, sitecustomize, tiny_model, tmp_path):
     data = tmp_path / "sft.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in _rows(24)), encoding="utf-8")
     ckpt = tmp_path / "ckpt"
@@ -51,9 +76,12 @@ def test_killed_sft_resumes_from_its_checkpoint(run_cmd, tiny_model, tmp_path):
         latest = ckpt / "latest"
         return latest.is_file() and latest.read_text().strip() == "global_step4"
 
-    res = run_cmd(cmd, env={"OMP_NUM_THREADS": "1"}, log=tmp_path / "first.log", kill_when=lambda _: step4_written())
+    stop = sitecustomize(STOP_AFTER_STEP4)
+    res = run_cmd(cmd, env={"OMP_NUM_THREADS": "1", **stop}, log=tmp_path / "first.log",
+                  kill_when=lambda out: "TEST FAULT" in out)
     rc, first = res.returncode, res.stdout
-    assert rc is None and step4_written(), f"exit {rc} before the step-4 checkpoint:\n{first[-4000:]}"
+    assert rc is None and "stops after the step-4 checkpoint" in first, f"exit {rc}:\n{first[-4000:]}"
+    assert step4_written()
     assert not (tmp_path / "sft" / "config.json").exists()
     assert adam_steps(ckpt / "global_step4") == [4]
     step2 = (ckpt / "global_step2").stat().st_mtime_ns
