@@ -320,8 +320,15 @@ class Bench:
     def sh(self, cmd: Sequence[str], logfile: Path, cwd: Optional[Path] = None, timeout: Optional[float] = None,
            env: Optional[dict] = None) -> int:
         """Run ``cmd`` with its output in ``logfile``; on timeout or Ctrl-C kill it and every process it started
-        (by an environment marker: Ray's workers are not its children). Returns the exit code (124: timed out)."""
+        (by an environment marker: Ray's workers are not its children). Returns the exit code (124: timed out).
+        A log already there (a killed or failed run's, which a rerun must not overwrite) is kept as
+        ``NAME.N.log``, N the first number free."""
         logfile.parent.mkdir(parents=True, exist_ok=True)
+        if logfile.exists():
+            n = 1
+            while (kept := logfile.with_name(f"{logfile.stem}.{n}{logfile.suffix}")).exists():
+                n += 1
+            logfile.rename(kept)
         marker = uuid.uuid4().hex
         with open(logfile, "w") as f:
             f.write("+ " + shlex.join(map(str, cmd)) + "\n")
@@ -390,9 +397,7 @@ class Bench:
                     recipes.resume_guard(recipes.sft_ckpt_dir(sft), cmd)
                 except RuntimeError as e:
                     sys.exit(f"SFT not started: {e}")
-            sft_log = out / "logs" / "sft.log"
-            if sft_log.exists():  # a killed run's (the new one resumes from its checkpoint): kept as sft.N.log
-                sft_log.rename(next(p for i in range(1, 1000) if not (p := sft_log.with_name(f"sft.{i}.log")).exists()))
+            sft_log = out / "logs" / "sft.log"  # a killed run's is kept as sft.N.log (the new one resumes)
             if self.sh(cmd, sft_log, env={**self.env, **self.base["sft_env"]}):
                 sys.exit(f"SFT failed: see {sft_log}")
             log(f"SFT done in {time.time() - t:.0f}s")

@@ -278,10 +278,7 @@ def test_a_smollm2_start_trains_with_its_own_settings_and_is_not_kept(tmp_path, 
 
     monkeypatch.setattr(lb.Bench, "sh", fake_sh)
     b = lb.Bench(_bench_args(lb, tmp_path, base="smollm2", max_new_tokens=280))
-    (tmp_path / "runs" / "logs").mkdir(parents=True)
-    (tmp_path / "runs" / "logs" / "sft.log").write_text("a killed run's log")
     assert b.sft_start(tmp_path / "sft.jsonl") == tmp_path / "runs" / "sft"
-    assert (tmp_path / "runs" / "logs" / "sft.1.log").read_text() == "a killed run's log"
     sft, sft_env = next((c, e) for c, e in calls if "openrlhf.cli.train_sft" in c)
     flag = lambda name: sft[sft.index(name) + 1]  # noqa: E731
     assert (flag("--model.model_name_or_path"), flag("--adam.lr"), flag("--data.max_len"),
@@ -402,6 +399,21 @@ def test_runs_need_an_installed_plugin():
 
 
 @pytest.mark.slow  # two subprocesses
+def test_a_rerun_keeps_the_logs_it_would_overwrite(tmp_path):
+    """Bench.sh run three times into one log (a killed SFT resumed, a failed RL run retried): the last run's output
+    is the log, the earlier ones are kept as NAME.1.log, NAME.2.log, and the exit codes come back."""
+    import sys
+
+    lb = _load("learning")
+    b = lb.Bench(_bench_args(lb, tmp_path))
+    log = tmp_path / "runs" / "r" / "train.log"
+    codes = [b.sh([sys.executable, "-c", f"print('run {i}'); raise SystemExit({rc})"], log)
+             for i, rc in ((1, 0), (2, 3), (3, 0))]
+    assert codes == [0, 3, 0]
+    out = {p.name: p.read_text().splitlines()[1] for p in log.parent.iterdir()}
+    assert out == {"train.1.log": "run 1", "train.2.log": "run 2", "train.log": "run 3"}
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_ends_the_run_and_what_it_started(tmp_path, sig):
     """learning.py started in the background (SIGINT ignored, as a non-interactive shell's `&` leaves it): SIGINT or
