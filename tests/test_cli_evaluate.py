@@ -93,6 +93,43 @@ def test_predictions_matched_by_prompt_by_conversation_and_by_row(tmp_path):
     assert by_prompt["seen_rate"] == pytest.approx(2 / 9)
 
 
+def test_sampled_predictions_score_as_samples_and_save_every_list(tmp_path, capsys):
+    """A record whose completion is a list of N strings (a sampled evaluation's generations.jsonl) is N sampled
+    lists of its conversation: mean +- sd over the N samples (not the last list alone), and --save-rows writes
+    every list's hits, one line per row and sample."""
+    data, cat, p1, p2 = _mini(tmp_path)
+    lists = {"p1": ["Aliens (1986)\nJaws (1975)", "Jaws (1975)\nAliens (1986)"],  # hits by row: [1,0],[0,1]
+             "p2": ["Up (2009)", "Nope (2022)"]}
+    preds = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": p2, "completion": lists["p2"]},
+                                                {"prompt": p1, "completion": lists["p1"]}])
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--data", data, "--catalog", cat, "--predictions", preds, "--out", str(out),
+                 "--ks", "1", "--k", "2", "--no-plot", "--save-rows"]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    # recall@1 per row, sample 0: Aliens (1), Aliens again for the Jaws row (0), Up of {Ronin, Up} (1/2);
+    # sample 1: Jaws for the Aliens row (0), Jaws (1), Nope (0)
+    per_sample = [(1 + 0 + 0.5) / 3, (0 + 1 + 0) / 3]
+    assert res["config"]["num_samples"] == 2 and res["summary"]["rows"] == 6
+    assert [m["rank/recall@1"] for m in res["samples"]["metrics_per_sample"]] == pytest.approx(per_sample)
+    assert res["samples"]["metrics_sd"]["rank/recall@1"] == pytest.approx(abs(per_sample[0] - per_sample[1]) / 2 ** 0.5)
+    assert res["summary"]["metrics"]["rank/recall@1"] == pytest.approx(sum(per_sample) / 2)
+    md = (out / "summary.md").read_text()
+    assert "- lists: 2 per conversation, read from the file (metrics: mean ± sd over the samples)" in md
+    assert "| 1 | 0.4167 ± 0.1179 |" in md  # paper recall@1: samples (1 + 0 + 1/2) / 3 and (0 + 1 + 0) / 3
+    saved = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r["sample"], r["completion"]) for r in saved] == [
+        (0, lists["p1"][0]), (0, lists["p1"][0]), (0, lists["p2"][0]),
+        (1, lists["p1"][1]), (1, lists["p1"][1]), (1, lists["p2"][1])]
+    assert [r["metrics"]["rank/recall@1"] for r in saved] == [1, 0, 0.5, 0, 1, 0]
+    # records with different numbers of lists are refused, naming both
+    bad = _write_jsonl(tmp_path / "bad.jsonl", [{"completion": lists["p1"]}, {"completion": "Up (2009)"}])
+    assert main(["evaluate", "--data", data, "--catalog", cat, "--predictions", bad, "--out",
+                 str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: line 2: field 'completion' holds 1 list(s), but {bad}: line 1 holds 2" in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_misaligned_predictions_and_bad_rows_fail_cleanly(tmp_path, capsys):
     data, cat, _, _ = _mini(tmp_path)
     preds = _write_jsonl(tmp_path / "p.jsonl", [{"completion": "Up (2009)"}] * 5)

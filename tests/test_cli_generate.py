@@ -147,6 +147,11 @@ def test_sampled_evaluation_mean_and_sd_over_samples(tmp_path, tiny, mini):
     assert [m["rank/ndcg@20"] for m in spread["metrics_per_sample"]] == pytest.approx(per_sample)
     assert spread["metrics_sd"]["rank/ndcg@20"] == pytest.approx(statistics.stdev(per_sample))
     assert res["summary"]["metrics"]["rank/ndcg@20"] == pytest.approx(statistics.mean(per_sample))
+    # the saved sampled lists evaluate to the same figures through --predictions
+    assert main(["evaluate", "--predictions", str(tmp_path / "a" / "generations.jsonl"), "--data", data,
+                 "--catalog", cat, "--out", str(tmp_path / "a2"), "--no-plot"]) == 0
+    again = json.loads((tmp_path / "a2" / "metrics.json").read_text())
+    assert again["summary"] == res["summary"] and again["samples"] == res["samples"]
     # greedy with several samples is refused, naming the flags
     assert main(["evaluate", "--model", tiny, "--backend", "hf", "--data", data, "--catalog", cat,
                  "--num-samples", "2", "--out", str(tmp_path / "d")]) == 2

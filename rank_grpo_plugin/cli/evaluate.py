@@ -18,15 +18,17 @@ DESCRIPTION = """\
 Evaluate generated recommendation lists against ground truth, in the paper's protocol (seen and
 out-of-catalog items dropped first; NDCG ideal over the filtered length) and the rank-aligned protocol (line k
 is rank k, as the reward sees it). Outputs go to --out: metrics.json (every figure), summary.md, per_rank.png,
-and generations.jsonl when a model generated the lists (reusable with --predictions).
+generations.jsonl when a model generated the lists (reusable with --predictions), and with --save-rows
+rows.jsonl: every list's hits and metrics, one line per data row and sample (for paired comparisons).
 
 Sources of the lists (one):
   --model DIR|smollm2   generation, one list per unique conversation (vLLM if importable, else HF generate):
                         greedy by default; --temperature T --num-samples N samples N lists per conversation and
                         reports every metric as mean +- sd over the N samples (small models' greedy lists are
                         often degenerate, their sampled ones are what RL trains on)
-  --predictions FILE    JSONL/JSON rows with a completion (string or assistant message), matched to the data
-                        by prompt when the rows carry one, else by position (one per row or per conversation)
+  --predictions FILE    JSONL/JSON rows with a completion (string or assistant message, or a list of N
+                        strings: N sampled lists, scored as --num-samples N is), matched to the data by
+                        prompt when the rows carry one, else by position (one per row or per conversation)
   --from-data           the data rows' own completion field (e.g. the Reddit-v2 SFT targets)
 
 With no arguments: SmolLM2-135M-Instruct zero-shot on the first %d rows of the ReDial test split shipped in
@@ -71,7 +73,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", help="output directory (default runs/eval-<name>)")
     o.add_argument("--name", help="run name shown in reports")
-    o.add_argument("--save-rows", action="store_true", help="also write rows.jsonl with per-row hits and metrics")
+    o.add_argument("--save-rows", action="store_true",
+                   help="also write rows.jsonl: per-row hits and metrics of every list (one line per row and sample)")
     o.add_argument("--no-plot", action="store_true")
     p.set_defaults(func=run)
 
@@ -93,24 +96,44 @@ def _defaults(args: argparse.Namespace) -> None:
         args.model = SMOLLM2
 
 
-def _read_predictions(path: str, rows, keys: List[str], prompt_field: str, completion_field: str) -> List[str]:
-    """One completion per data row."""
+def _read_predictions(path: str, rows, keys: List[str], prompt_field: str,
+                      completion_field: str) -> List[List[str]]:
+    """The completions of every data row, ``[sample][row]``: N samples when each record's completion is a list of
+    N strings (what a sampled ``--model`` evaluation writes to generations.jsonl), else one."""
     from ..data import completion_text, iter_records
 
     preds = list(iter_records(path))
-    texts, prompts = [], []
+    texts, prompts, n_samples = [], [], None
     for where, rec in preds:
         if not isinstance(rec, dict) or completion_field not in rec:
             raise CliError(f"{where}: field {completion_field!r} is missing")
-        text = completion_text(rec[completion_field])
-        if text is None:
-            raise CliError(f"{where}: field {completion_field!r}: expected a string or an assistant message")
-        texts.append(text)
+        value = rec[completion_field]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            samples = list(value)  # N sampled lists of one conversation
+        else:
+            text = completion_text(value)
+            if text is None:
+                raise CliError(f"{where}: field {completion_field!r}: expected a string, an assistant message or a "
+                               "list of strings (sampled lists)")
+            samples = [text]
+        if n_samples is None:
+            n_samples, first = len(samples), where
+        elif len(samples) != n_samples:
+            raise CliError(f"{where}: field {completion_field!r} holds {len(samples)} list(s), but {first} holds "
+                           f"{n_samples}; every prediction needs the same number of samples")
+        texts.append(samples)
         prompts.append(rec.get(prompt_field))
+    aligned = _align(path, preds, rows, keys, texts, prompts, prompt_field)
+    return [[t[s] for t in aligned] for s in range(n_samples or 1)]
+
+
+def _align(path: str, preds, rows, keys: List[str], texts: list, prompts: list, prompt_field: str) -> list:
+    """``texts`` (one entry per prediction record) in data-row order: matched by prompt when every record has
+    one, else by position (one record per row or per conversation)."""
     if all(p is not None for p in prompts):
         from ..data import check_prompt as _check_prompt  # the row schema's prompt validator
 
-        by_key: Dict[str, str] = {}
+        by_key: Dict[str, list] = {}
         for (where, _), prompt, text in zip(preds, prompts, texts):
             try:
                 msgs = _check_prompt(prompt, prompt_field)
@@ -164,14 +187,17 @@ def run(args: argparse.Namespace) -> int:
     generations = None
     sample_completions: Optional[List[List[str]]] = None
     if (args.temperature != 0 or args.num_samples != 1) and not args.model:
-        raise CliError("--temperature / --num-samples apply to --model generation only")
+        raise CliError("--temperature / --num-samples apply to --model generation only (--predictions takes N "
+                       "sampled lists per record as a list of N strings)")
     if args.from_data:
         completions = [r.completion or "" for r in rows]
         config["predictions"] = f"{args.data} [{args.completion_field}]"
         name = args.name or f"{_data_tag(args.data)}-{args.completion_field}"
     elif args.predictions:
-        completions = _read_predictions(args.predictions, rows, keys, args.prompt_field, args.completion_field)
-        config["predictions"] = args.predictions
+        sample_completions = _read_predictions(args.predictions, rows, keys, args.prompt_field,
+                                               args.completion_field)
+        completions = sample_completions[0]
+        config.update(predictions=args.predictions, num_samples=len(sample_completions))
         name = args.name or os.path.splitext(os.path.basename(args.predictions))[0]
     else:
         from .generate import generate_samples, resolve_model
@@ -217,11 +243,11 @@ def run(args: argparse.Namespace) -> int:
              "summary.md": f"# Evaluation: {name}\n\n" + summary_markdown(result)}
     if generations is not None:
         files["generations.jsonl"] = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
-    if args.save_rows:
+    if args.save_rows:  # evals is [sample][row] flattened, as pairs
         files["rows.jsonl"] = "".join(
-            json.dumps({"where": r.where, "completion": c, "paper_hits": e.paper_hits, "rank_hits": e.rank_hits,
-                        "metrics": e.metrics}, ensure_ascii=False) + "\n"
-            for r, c, e in zip(rows, completions, evals))  # the first sample's lists
+            json.dumps({"where": r.where, "sample": i // len(rows), "completion": c, "paper_hits": e.paper_hits,
+                        "rank_hits": e.rank_hits, "metrics": e.metrics}, ensure_ascii=False) + "\n"
+            for i, ((r, c), e) in enumerate(zip(pairs, evals)))
     for fname, text in files.items():
         write_atomic(os.path.join(out, fname), text)
     if not args.no_plot:

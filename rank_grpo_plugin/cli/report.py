@@ -65,6 +65,9 @@ def summary_markdown(run: Dict) -> str:
         lines.append(f"- generation: {cfg.get('decoding', 'greedy')}, {timing['generation_s']:.1f}s for "
                      f"{cfg.get('conversations')} x {n} lists" + (" (metrics: mean ± sd over the samples)"
                                                                  if n > 1 else ""))
+    elif (cfg.get("num_samples") or 1) > 1:
+        lines.append(f"- lists: {cfg['num_samples']} per conversation, read from the file (metrics: mean ± sd over "
+                     "the samples)")
     lines += ["", "| k | Recall@k (paper) | NDCG@k (paper) | Recall@k (rank-aligned) | NDCG@k (rank-aligned) |",
               "|---|---|---|---|---|"]
     for k in ks:
