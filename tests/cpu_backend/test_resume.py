@@ -1,6 +1,7 @@
 """Resume after a kill, through OpenRLHF's real launcher on CPU with Rank-GRPO: a run that checkpoints every 2 steps
 (`--ckpt.save_steps 2`) is killed with SIGKILL (its process group and every process it started) after step 3, and
-restarted with the same command plus `--ckpt.load_enable`. It is also the suite's Rank-GRPO launcher run: both halves
+restarted with the same command plus `--ckpt.load_enable`. The kill point is exact: a ``sitecustomize`` in the
+first run's environment stops the trainer (SIGSTOP) once it has logged step 3, before step 4 can start. It is also the suite's Rank-GRPO launcher run: both halves
 pass `test_cpu_launcher.check_rank_grpo_run` (K = 10, the legacy estimator flag, per-rank metrics, TensorBoard).
 
 What OpenRLHF's resume gives, against numbers worked out from the episode plan (6 prompts, 2 per step, 8 samples per
@@ -32,6 +33,24 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(torch.cuda.is_available(), reason="CPU backend test; GPU resume is OpenRLHF's own")]
 
 
+# The first run's PPO trainer (a Ray actor) stops itself as soon as it has logged step 3. The hook is a handler on
+# the trainer module's logger, after OpenRLHF's own. (A patched trainer method would not do: the class `@ray.remote`
+# builds holds its own copy of every method, inherited ones too, made when the driver imports the module.)
+STOP_AFTER_STEP3 = """
+import logging, os, signal, sys
+from rank_grpo_plugin.hooks import when_imported
+
+class _StopAfterStep3(logging.Handler):
+    def emit(self, record):
+        if "Global step 3:" in record.getMessage():
+            sys.stderr.write(f"TEST FAULT: trainer pid {os.getpid()} stops after step 3\\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
+
+when_imported("openrlhf.trainer.ppo_trainer", lambda trainer: trainer.logger.addHandler(_StopAfterStep3()))
+"""
+
+
 def adam_steps(step_dir: Path):
     """Adam's step counts in one DeepSpeed checkpoint folder (``.../global_stepN``): its optimizer states file's base
     optimizer state (a file the calling test's run wrote itself). Also test_sft_resume's."""
@@ -39,14 +58,15 @@ def adam_steps(step_dir: Path):
     return sorted({int(v["step"]) for v in optim["optimizer_state_dict"]["base_optimizer_state"]["state"].values()})
 
 
-def test_killed_run_resumes_from_its_checkpoint(run_py, tiny_model, prompt_data, tmp_path):
+def test_killed_run_resumes_from_its_checkpoint(run_py, sitecustomize, tiny_model, prompt_data, tmp_path):
     # 6 prompts, 2 per step: 3 steps per episode, 2 episodes
     tb = tmp_path / "tb"
     args = rank_grpo_args(tiny_model, prompt_data, tmp_path / "model", tb, "--ckpt.path", str(tmp_path / "ckpt"),
                           "--ckpt.save_steps", "2", "--train.num_episodes", "2", "--train.seed", "7")
-    run = run_py(args, timeout=900, cwd=str(tmp_path), kill_when=lambda out: "Global step 3:" in out)
+    run = run_py(args, timeout=900, cwd=str(tmp_path), env=sitecustomize(STOP_AFTER_STEP3),
+                 kill_when=lambda out: "TEST FAULT" in out)
     killed = run.stdout
-    assert run.returncode is None and "Global step 3:" in killed, killed[-6000:]
+    assert run.returncode is None and "stops after step 3" in killed and "Global step 3:" in killed, killed[-6000:]
     check_rank_grpo_run(killed, check_steps(killed, 1, 3, syncs=[1, 2, 3]), tb)
     assert (tmp_path / "ckpt" / "_actor" / "global_step2").is_dir(), killed[-3000:]
     adam_at_2 = adam_steps(tmp_path / "ckpt" / "_actor" / "global_step2")
