@@ -130,6 +130,44 @@ def test_sampled_predictions_score_as_samples_and_save_every_list(tmp_path, caps
     assert not (tmp_path / "bad").exists()
 
 
+def test_report_paired_pools_seeds_and_compares_row_by_row(tmp_path, capsys):
+    """`report --paired`: runs sharing a name are pooled (each row's metric averaged over their runs and samples),
+    the first name is the baseline, and the difference is per row, against numbers worked out by hand."""
+    data, cat, p1, p2 = _mini(tmp_path)
+
+    def evaluate(name, c1, c2, *extra):
+        preds = _write_jsonl(tmp_path / f"{name}.jsonl", [{"prompt": p1, "completion": c1},
+                                                          {"prompt": p2, "completion": c2}])
+        assert main(["evaluate", "--data", data, "--catalog", cat, "--predictions", preds, "--out",
+                     str(tmp_path / name), "--ks", "1", "--k", "2", "--no-plot", "--save-rows", *extra]) == 0
+        return str(tmp_path / name)
+
+    # rank/recall@1 per row (truth Aliens | Jaws | Ronin+Up): base 0, 0, 0; seed 1: 1, 0, 1/2; seed 2, two
+    # samples: 0, 1, 1/2 and 0, 0, 1/2, mean 0, 1/2, 1/2 -> 'rl' per row, the mean of the seeds: 1/2, 1/4, 1/2
+    base = evaluate("base", "Nope (2022)", "Nope (2022)")
+    s1 = evaluate("s1", "Aliens (1986)\nJaws (1975)", "Up (2009)")
+    s2 = evaluate("s2", ["Jaws (1975)", "Nope (2022)"], ["Ronin (1998)", "Up (2009)"])
+    capsys.readouterr()
+    assert main(["report", base, s1, s2, "--names", "sft", "rl", "rl", "--paired", "rank/recall@1",
+                 "--resamples", "400"]) == 0
+    out = capsys.readouterr().out
+    assert "each group against sft (1 run(s)); 3 rows of 2 conversations" in out
+    # mean 5/12; conversation p1 (rows 1-2) differs by 3/4 in all, p2 (row 3) by 1/2: a resample's mean is 3/8
+    # (p1 drawn twice), 1/2 (p2 twice) or 5/12 -> the interval's ends are 3/8 and 1/2
+    assert "| rl | 2 | 0.4167 | 0.0000 | +0.4167 | [+0.3750, +0.5000] | 3 / 0 / 0 |" in out
+    # a run evaluated on other rows, a run without rows.jsonl, an unknown metric, one group: refused by name
+    other = evaluate("other", "Aliens (1986)", "Up (2009)", "--limit", "2")
+    assert main(["report", base, other, "--names", "a", "b", "--paired", "rank/recall@1"]) == 2
+    assert f"{other} scored other rows than {base}" in capsys.readouterr().err
+    (tmp_path / "s1" / "rows.jsonl").unlink()
+    assert main(["report", base, s1, "--paired", "rank/recall@1"]) == 2
+    assert f"{s1}: no rows.jsonl for --paired; evaluate with --save-rows" in capsys.readouterr().err
+    assert main(["report", base, s2, "--paired", "rank/ndcg@20"]) == 2
+    assert "no metrics['rank/ndcg@20']" in capsys.readouterr().err
+    assert main(["report", base, s2, "--names", "x", "x", "--paired", "rank/recall@1"]) == 2
+    assert "--paired needs runs of at least two groups" in capsys.readouterr().err
+
+
 def test_misaligned_predictions_and_bad_rows_fail_cleanly(tmp_path, capsys):
     data, cat, _, _ = _mini(tmp_path)
     preds = _write_jsonl(tmp_path / "p.jsonl", [{"completion": "Up (2009)"}] * 5)

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from rank_grpo_plugin.recsys.catalog import Catalog
-from rank_grpo_plugin.recsys.evaluation import aggregate, evaluate_list, paper_hits
+from rank_grpo_plugin.recsys.evaluation import aggregate, evaluate_list, paired_difference, paper_hits
 
 L2, L3, L4, L5 = 1.0, 1 / math.log2(3), 1 / math.log2(4), 1 / math.log2(5)  # discounts of ranks 1..4
 
@@ -117,3 +117,43 @@ def test_evaluation_module_is_stdlib_only():
     names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
     assert names <= set(sys.stdlib_module_names) | {"__future__"}, names
+
+
+# ------------------------------------------------------------------------------------- paired_difference
+def test_paired_difference_by_hand():
+    # every conversation's mean difference is 0.5, so every resample's is: the interval is [0.5, 0.5]
+    d = paired_difference([0, 0, 0, 0], [1, 0, 0.5, 0.5], ["a", "a", "b", "b"], resamples=500)
+    assert d["mean_diff"] == 0.5 and d["ci"] == [0.5, 0.5]
+    assert (d["rows"], d["clusters"], d["better"], d["worse"], d["tied"]) == (4, 2, 3, 0, 1)
+    # conversation a (2 rows, difference 1 each) and b (1 row, difference 0): a resample draws (a, a) -> 1,
+    # (b, b) -> 0 or one of each -> 2/3, each pair with probability 1/4 or 1/2, so the 2.5 % and 97.5 %
+    # quantiles are 0 and 1
+    d = paired_difference([0, 0, 0], [1, 1, 0], ["a", "a", "b"], resamples=2000, seed=3)
+    assert d["mean_diff"] == pytest.approx(2 / 3) and d["ci"] == [0.0, 1.0]
+    assert d == paired_difference([0, 0, 0], [1, 1, 0], ["a", "a", "b"], resamples=2000, seed=3)
+    assert d["mean_base"] == 0 and d["mean_other"] == pytest.approx(2 / 3)
+
+
+def test_paired_difference_interval_matches_the_standard_error():
+    """One row per conversation, 400 conversations: the bootstrap 95 % interval is mean +- 1.96 s / sqrt(n) (the
+    normal approximation, worked out from the differences' sample sd), within 10 %."""
+    import random
+    import statistics
+
+    rng = random.Random(0)
+    base = [rng.random() for _ in range(400)]
+    other = [b + rng.gauss(0.05, 0.2) for b in base]
+    diffs = [o - b for o, b in zip(other, base)]
+    half = 1.96 * statistics.stdev(diffs) / len(diffs) ** 0.5
+    d = paired_difference(base, other, list(range(400)), resamples=4000)
+    lo, hi = d["ci"]
+    assert lo < d["mean_diff"] < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
+    assert (lo + hi) / 2 == pytest.approx(statistics.mean(diffs), abs=0.2 * half)
+
+
+def test_paired_difference_refuses_misaligned_rows():
+    with pytest.raises(ValueError, match="equal, non-empty rows: 2 base, 1 other, 2 clusters"):
+        paired_difference([0, 1], [1], ["a", "b"])
+    with pytest.raises(ValueError, match="equal, non-empty rows"):
+        paired_difference([], [], [])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -243,10 +244,12 @@ def run(args: argparse.Namespace) -> int:
              "summary.md": f"# Evaluation: {name}\n\n" + summary_markdown(result)}
     if generations is not None:
         files["generations.jsonl"] = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
-    if args.save_rows:  # evals is [sample][row] flattened, as pairs
+    if args.save_rows:  # evals is [sample][row] flattened, as pairs; conversation: a digest of the prompt
+        conv = [hashlib.sha1(k.encode("utf-8")).hexdigest()[:16] for k in keys]
         files["rows.jsonl"] = "".join(
-            json.dumps({"where": r.where, "sample": i // len(rows), "completion": c, "paper_hits": e.paper_hits,
-                        "rank_hits": e.rank_hits, "metrics": e.metrics}, ensure_ascii=False) + "\n"
+            json.dumps({"where": r.where, "sample": i // len(rows), "conversation": conv[i % len(rows)],
+                        "completion": c, "paper_hits": e.paper_hits, "rank_hits": e.rank_hits,
+                        "metrics": e.metrics}, ensure_ascii=False) + "\n"
             for i, ((r, c), e) in enumerate(zip(pairs, evals)))
     for fname, text in files.items():
         write_atomic(os.path.join(out, fname), text)

@@ -5,7 +5,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..files import atomic_paths, write_atomic
 from .common import CliError
@@ -18,6 +18,12 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("runs", nargs="+", help="metrics.json files written by 'rank-grpo evaluate' (or their dirs)")
     p.add_argument("--names", nargs="*", help="display names (default: each run's name)")
     p.add_argument("--out", help="directory for report.md and per_rank.png")
+    p.add_argument("--paired", metavar="METRIC",
+                   help="also compare the runs row by row on METRIC (e.g. rank/ndcg@20) from their rows.jsonl "
+                        "(evaluate --save-rows): runs sharing a --names name are pooled (seeds of one arm), the "
+                        "first name is the baseline; mean difference with a bootstrap CI over conversations")
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for --paired (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed for --paired (default 0)")
     p.set_defaults(func=run)
 
 
@@ -108,6 +114,68 @@ def comparison_markdown(runs: Sequence[Dict], names: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _row_values(path: str, metric: str) -> Tuple[List[str], List[float]]:
+    """One run's rows.jsonl: each data row's conversation and ``metric``, the mean over the run's samples."""
+    d = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    rows_path = os.path.join(d, "rows.jsonl")
+    if not os.path.isfile(rows_path):
+        raise CliError(f"{d}: no rows.jsonl for --paired; evaluate with --save-rows (a run's generations.jsonl "
+                       f"can be rescored: rank-grpo evaluate --predictions {d}/generations.jsonl --save-rows ...)")
+    by_sample: Dict[int, List[Tuple[str, float]]] = {}
+    with open(rows_path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line)
+                value, conv, sample = rec["metrics"][metric], rec["conversation"], rec["sample"]
+            except json.JSONDecodeError as e:
+                raise CliError(f"{rows_path}: line {n}: not valid JSON: {e}") from None
+            except (KeyError, TypeError):
+                known = sorted((rec.get("metrics") or {}) if isinstance(rec, dict) else {})
+                raise CliError(f"{rows_path}: line {n}: no metrics[{metric!r}] / conversation / sample (a rows.jsonl "
+                               f"of an older evaluate?); metrics there: {', '.join(known) or 'none'}") from None
+            by_sample.setdefault(sample, []).append((conv, float(value)))
+    samples = [by_sample[k] for k in sorted(by_sample)]
+    convs = [c for c, _ in samples[0]]
+    if any([c for c, _ in rows] != convs for rows in samples[1:]):
+        raise CliError(f"{rows_path}: its samples do not cover the same rows")
+    return convs, [sum(rows[i][1] for rows in samples) / len(samples) for i in range(len(convs))]
+
+
+def paired_markdown(paths: Sequence[str], names: Sequence[str], metric: str, resamples: int = 10_000,
+                    seed: int = 0) -> str:
+    """Row-by-row comparison of run groups (runs sharing a name are pooled: each row's metric is its mean over the
+    group's runs and samples); every group against the first with :func:`paired_difference`."""
+    from ..recsys.evaluation import paired_difference
+
+    groups: Dict[str, List[Tuple[str, List[str], List[float]]]] = {}
+    for path, name in zip(paths, names):
+        groups.setdefault(name, []).append((path, *_row_values(path, metric)))
+    pooled = {}
+    ref_path, ref_convs = paths[0], groups[names[0]][0][1]
+    for name, runs in groups.items():
+        for path, convs, _ in runs:
+            if convs != ref_convs:
+                raise CliError(f"--paired: {path} scored other rows than {ref_path} (conversations or their "
+                               "order differ); compare evaluations of the same data")
+        pooled[name] = [sum(vals[i] for _, _, vals in runs) / len(runs) for i in range(len(ref_convs))]
+    if len(groups) < 2:
+        raise CliError("--paired needs runs of at least two groups (--names: the first name is the baseline)")
+    base = names[0]
+    lines = [f"Paired by row on {metric}: each group against {base} ({len(groups[base])} run(s)); "
+             f"{len(ref_convs)} rows of {len(set(ref_convs))} conversations; 95 % bootstrap CI over conversations "
+             f"({resamples} resamples, seed {seed})", "",
+             f"| group | runs | {metric} | {base} | mean difference | 95 % CI | rows better / worse / tied |",
+             "|---|---|---|---|---|---|---|"]
+    for name in groups:
+        if name == base:
+            continue
+        d = paired_difference(pooled[base], pooled[name], ref_convs, resamples=resamples, level=0.95, seed=seed)
+        lines.append(f"| {name} | {len(groups[name])} | {d['mean_other']:.4f} | {d['mean_base']:.4f} | "
+                     f"{d['mean_diff']:+.4f} | [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] | "
+                     f"{d['better']} / {d['worse']} / {d['tied']} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_per_rank(runs: Sequence[Dict], names: Sequence[str], path: str) -> Optional[str]:
     """Grouped bars of per-rank hit rate (rank-aligned), one colour per run; None when matplotlib is absent."""
     try:
@@ -158,6 +226,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--names has {len(names)} names for {len(runs)} runs")
     names = names or [r.get("name", f"run{i + 1}") for i, r in enumerate(runs)]
     text = comparison_markdown(runs, names)
+    if args.paired:
+        if args.resamples < 1:
+            raise CliError("--resamples must be >= 1")
+        text += "\n" + paired_markdown(args.runs, names, args.paired, args.resamples, args.seed)
     print(text)
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -18,9 +18,10 @@ items and list items (the official loop can let two identical ground-truth entri
 """
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Hashable, Iterable, List, Optional, Sequence, Tuple
 
 from .catalog import Catalog
 from .match import GroundTruth, catalog_hits_and_flags, year_offsets
@@ -32,6 +33,7 @@ __all__ = [
     "ListEvaluation",
     "aggregate",
     "evaluate_list",
+    "paired_difference",
     "paper_hits",
     "sample_spread",
 ]
@@ -194,3 +196,44 @@ def sample_spread(summaries: Sequence[Dict[str, object]]) -> Dict[str, object]:
     mean = {k: _mean([p[k] for p in per]) for k in names}
     sd = {k: (sum((p[k] - mean[k]) ** 2 for p in per) / (n - 1)) ** 0.5 if n > 1 else 0.0 for k in names}
     return {"n": n, "metrics_mean": mean, "metrics_sd": sd, "metrics_per_sample": per}
+
+
+def paired_difference(base: Sequence[float], other: Sequence[float], clusters: Sequence[Hashable],
+                      resamples: int = 10_000, level: float = 0.95, seed: int = 0) -> Dict[str, object]:
+    """``other`` against ``base`` on the same rows: the mean of ``other[i] - base[i]`` with a bootstrap
+    confidence interval that resamples *clusters* (rows of one conversation move together: they share the prompt
+    and the lists, so they are not independent).
+
+    ``base``, ``other``: one metric per row (e.g. NDCG@20, already averaged over a run's sampled lists);
+    ``clusters``: each row's conversation. Each resample draws as many clusters as there are, with replacement,
+    and takes the mean difference over the rows it drew; the interval is the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` quantiles of those means (nearest rank). Returns ``{"rows", "clusters", "mean_base",
+    "mean_other", "mean_diff", "ci": [lo, hi], "level", "resamples", "better", "worse", "tied"}`` (rows where
+    other is above / below / equal to base). Deterministic per ``seed``.
+    """
+    n = len(base)
+    if n == 0 or len(other) != n or len(clusters) != n:
+        raise ValueError(f"paired_difference needs equal, non-empty rows: {n} base, {len(other)} other, "
+                         f"{len(clusters)} clusters")
+    if resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"resamples must be >= 1 and level in (0, 1), got {resamples} and {level}")
+    sums: Dict[Hashable, float] = {}
+    counts: Dict[Hashable, int] = {}
+    for c, a, b in zip(clusters, base, other):
+        sums[c] = sums.get(c, 0.0) + (b - a)
+        counts[c] = counts.get(c, 0) + 1
+    keys = list(sums)
+    s_list, n_list = [sums[c] for c in keys], [counts[c] for c in keys]
+    rng = random.Random(seed)
+    means = []
+    for _ in range(resamples):
+        drawn = rng.choices(range(len(keys)), k=len(keys))
+        means.append(sum(s_list[j] for j in drawn) / sum(n_list[j] for j in drawn))
+    means.sort()
+    lo = means[max(0, min(resamples - 1, int((1 - level) / 2 * resamples)))]
+    hi = means[max(0, min(resamples - 1, int((1 + level) / 2 * resamples + 0.5) - 1))]
+    diffs = [b - a for a, b in zip(base, other)]
+    return {"rows": n, "clusters": len(keys), "mean_base": _mean(base), "mean_other": _mean(other),
+            "mean_diff": sum(diffs) / n, "ci": [lo, hi], "level": level, "resamples": resamples,
+            "better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs),
+            "tied": sum(d == 0 for d in diffs)}
