@@ -459,7 +459,8 @@ class Bench:
     def evaluate(self, model: Path, split: str, dest: Path) -> dict:
         """``rank-grpo evaluate`` of ``model`` on a split: EVAL_SAMPLES sampled lists (T = 1) per conversation with
         the base's backend -- HF generate in one thread, or vLLM -- deterministic for a given model and seed; the
-        summary of metrics.json."""
+        summary of metrics.json. Its rows.jsonl (every list's metrics) stays in ``dest`` for paired comparisons
+        (``rank-grpo report --paired``)."""
         task = self.out / "task"
         env = {**self.env, "RANK_GRPO_PROGRESS": "0"}
         if self.base["backend"] == "hf":
@@ -469,8 +470,8 @@ class Bench:
             backend = ["--backend", self.base["backend"]]
         rc = self.sh(["rank-grpo", "evaluate", "--model", model, "--data", task / f"{split}.jsonl", "--catalog",
                       task / "catalog.jsonl", *backend, "--max-new-tokens", self.shared["max_new_tokens"],
-                      "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0", "--no-plot", "--out",
-                      dest], dest.with_suffix(".log"), env=env)
+                      "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0", "--no-plot",
+                      "--save-rows", "--out", dest], dest.with_suffix(".log"), env=env)
         if rc:
             raise RuntimeError(f"rank-grpo evaluate failed (exit {rc}): see {dest.with_suffix('.log')}")
         m = json.loads((dest / "metrics.json").read_text())
