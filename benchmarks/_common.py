@@ -16,7 +16,7 @@ import subprocess
 import time
 import tracemalloc
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -89,6 +89,13 @@ def load() -> List[float]:
 
 
 # ------------------------------------------------------------------------------------------- timing
+def rotated(names: Sequence[str], repeat: int) -> List[str]:
+    """The order of ``names`` in repeat ``repeat`` (0-based): rotated by one each repeat, so no candidate always
+    runs first (a warm cache, a CPU boost) or last."""
+    k = repeat % len(names)
+    return list(names[k:]) + list(names[:k])
+
+
 def interleaved(candidates: Dict[str, Callable[[], object]], repeats: int, inner: Dict[str, int]) -> Dict[str, Dict]:
     """Time every candidate ``repeats`` times, interleaved (the order rotates each repeat).
 
@@ -98,8 +105,7 @@ def interleaved(candidates: Dict[str, Callable[[], object]], repeats: int, inner
     names = list(candidates)
     samples: Dict[str, List[float]] = {n: [] for n in names}
     for r in range(repeats):
-        order = names[r % len(names):] + names[: r % len(names)]
-        for n in order:
+        for n in rotated(names, r):
             fn, k = candidates[n], max(1, int(inner.get(n, 1)))
             t0 = time.perf_counter()
             for _ in range(k):

@@ -274,7 +274,7 @@ def main(argv=None) -> dict:
         results, samples = {}, {name: [] for name in CANDIDATES}
         for rep in range(repeats):  # candidates interleaved, the order rotating every repeat
             r = ci * repeats + rep
-            for name in CANDIDATES[r % len(CANDIDATES):] + CANDIDATES[: r % len(CANDIDATES)]:
+            for name in C.rotated(CANDIDATES, r):
                 if name == "strawman" and rep > 0:
                     continue  # once per chunk (it takes ~1,000x longer)
                 t0 = time.perf_counter()

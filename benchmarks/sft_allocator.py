@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
     print(f"model {model}; {len(lengths)} steps of 2 rows x {min(lengths)}-{max(lengths)} tokens, one thread")
     names, samples = list(SETTINGS), []
     for r in range(repeats):
-        row = {"repeat": r + 1, "order": names[r % 2:] + names[:r % 2]}
+        row = {"repeat": r + 1, "order": C.rotated(names, r)}
         for name in row["order"]:
             out = subprocess.run([sys.executable, "-c", CHILD, str(model), ",".join(map(str, lengths))],
                                  env={**env, **SETTINGS[name]}, capture_output=True, text=True)
