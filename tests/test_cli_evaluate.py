@@ -163,7 +163,7 @@ def test_report_paired_pools_seeds_and_compares_row_by_row(tmp_path, capsys):
     assert main(["report", base, s1, "--paired", "rank/recall@1"]) == 2
     assert f"{s1}: no rows.jsonl for --paired; evaluate with --save-rows" in capsys.readouterr().err
     assert main(["report", base, s2, "--paired", "rank/ndcg@20"]) == 2
-    assert "no metrics['rank/ndcg@20']" in capsys.readouterr().err
+    assert "no numeric metrics['rank/ndcg@20']" in capsys.readouterr().err
     assert main(["report", base, s2, "--names", "x", "x", "--paired", "rank/recall@1"]) == 2
     assert "--paired needs runs of at least two groups" in capsys.readouterr().err
 

@@ -126,14 +126,17 @@ def _row_values(path: str, metric: str) -> Tuple[List[str], List[float]]:
         for n, line in enumerate(f, 1):
             try:
                 rec = json.loads(line)
-                value, conv, sample = rec["metrics"][metric], rec["conversation"], rec["sample"]
+                value, conv, sample = float(rec["metrics"][metric]), rec["conversation"], int(rec["sample"])
             except json.JSONDecodeError as e:
                 raise CliError(f"{rows_path}: line {n}: not valid JSON: {e}") from None
-            except (KeyError, TypeError):
+            except (KeyError, TypeError, ValueError):
                 known = sorted((rec.get("metrics") or {}) if isinstance(rec, dict) else {})
-                raise CliError(f"{rows_path}: line {n}: no metrics[{metric!r}] / conversation / sample (a rows.jsonl "
-                               f"of an older evaluate?); metrics there: {', '.join(known) or 'none'}") from None
-            by_sample.setdefault(sample, []).append((conv, float(value)))
+                raise CliError(f"{rows_path}: line {n}: no numeric metrics[{metric!r}] / conversation / sample (a "
+                               f"rows.jsonl of an older evaluate?); metrics there: {', '.join(known) or 'none'}"
+                               ) from None
+            by_sample.setdefault(sample, []).append((conv, value))
+    if not by_sample:
+        raise CliError(f"{rows_path}: no rows")
     samples = [by_sample[k] for k in sorted(by_sample)]
     convs = [c for c, _ in samples[0]]
     if any([c for c, _ in rows] != convs for rows in samples[1:]):

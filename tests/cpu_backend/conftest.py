@@ -100,7 +100,7 @@ def run_cmd(base_env, tmp_path_factory):
 @pytest.fixture
 def sitecustomize(base_env, tmp_path_factory):
     """sitecustomize(code) -> environment overrides for :func:`run_cmd` that run ``code`` at the start of every
-    Python process of a command (the deepspeed launcher and its ranks inherit the environment): a fault injected
+    Python process of a command (its DeepSpeed ranks and Ray's workers inherit the environment): a fault injected
     at an exact point of a run instead of a race against it. A ``sitecustomize`` it shadows on the path (base_env's
     throwaway one) still runs after it."""
 
