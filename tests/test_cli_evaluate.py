@@ -168,6 +168,47 @@ def test_report_paired_pools_seeds_and_compares_row_by_row(tmp_path, capsys):
     assert "--paired needs runs of at least two groups" in capsys.readouterr().err
 
 
+def test_report_paired_resamples_the_group_field(tmp_path, capsys):
+    """evaluate --group-field task.dialog_id: rows of one dialogue (different prompts) move together in
+    report --paired's bootstrap, against intervals worked out by hand for both clusterings."""
+    prompts = [[{"role": "user", "content": f"turn {i}"}] for i in range(3)]
+    truth = ["Aliens", "Ronin", "Jaws"]
+    years = {"Aliens": 1986, "Ronin": 1998, "Jaws": 1975}
+    rows = [{"prompt": p, "seen_titles": [], "groundtruth_with_release_year": [[t, years[t]]],
+             "task": {"dialog_id": d}} for p, t, d in zip(prompts, truth, ["d1", "d1", "d2"])]
+    data = _write_jsonl(tmp_path / "rows.jsonl", rows)
+    cat = tmp_path / "cat.csv"
+    cat.write_text("title,year\nAliens,1986\nRonin,1998\nJaws,1975\n")
+
+    def evaluate(name, lists, *extra):
+        preds = _write_jsonl(tmp_path / f"{name}.jsonl", [{"completion": c} for c in lists])
+        return main(["evaluate", "--data", data, "--catalog", str(cat), "--predictions", preds, "--out",
+                     str(tmp_path / name), "--ks", "1", "--k", "1", "--no-plot", "--save-rows", *extra])
+
+    for group in ([], ["--group-field", "task.dialog_id"]):
+        tag = "d" if group else "c"
+        assert evaluate(f"base_{tag}", ["Nope (2022)"] * 3, *group) == 0
+        assert evaluate(f"rl_{tag}", ["Aliens (1986)", "Nope (2022)", "Jaws (1975)"], *group) == 0
+    capsys.readouterr()
+    # differences 1, 0, 1. By conversation (3 single rows) a resample's mean is 0 with probability 1/27 > 2.5 %:
+    # the interval is [0, 1]. By dialogue, d1 = rows 1-2 (sum 1), d2 = row 3 (sum 1): 1/2, 2/3 or 1 -> [1/2, 1]
+    for tag, ci in (("c", "[+0.0000, +1.0000]"), ("d", "[+0.5000, +1.0000]")):
+        assert main(["report", str(tmp_path / f"base_{tag}"), str(tmp_path / f"rl_{tag}"), "--paired",
+                     "rank/recall@1", "--resamples", "2000"]) == 0
+        out = capsys.readouterr().out
+        assert f"| +0.6667 | {ci} | 2 / 0 / 1 |" in out
+        assert f"resampling {3 if tag == 'c' else 2} clusters" in out
+    # runs grouped differently are not the same rows
+    assert main(["report", str(tmp_path / "base_c"), str(tmp_path / "rl_d"), "--paired", "rank/recall@1"]) == 2
+    assert "or their --group-field differ" in capsys.readouterr().err
+    # a row without the field, and the flag without --save-rows, are refused by name
+    assert main(["evaluate", "--data", data, "--catalog", str(cat), "--from-data", "--out", str(tmp_path / "x"),
+                 "--group-field", "task.dialog_id"]) == 2
+    assert "--group-field applies with --save-rows" in capsys.readouterr().err
+    assert evaluate("bad", ["Nope (2022)"] * 3, "--group-field", "task.session") == 2
+    assert f"{data}: line 1: --group-field task.session: no field 'task.session'" in capsys.readouterr().err
+
+
 def test_misaligned_predictions_and_bad_rows_fail_cleanly(tmp_path, capsys):
     data, cat, _, _ = _mini(tmp_path)
     preds = _write_jsonl(tmp_path / "p.jsonl", [{"completion": "Up (2009)"}] * 5)

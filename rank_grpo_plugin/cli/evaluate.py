@@ -76,6 +76,10 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     o.add_argument("--name", help="run name shown in reports")
     o.add_argument("--save-rows", action="store_true",
                    help="also write rows.jsonl: per-row hits and metrics of every list (one line per row and sample)")
+    o.add_argument("--group-field", metavar="FIELD",
+                   help="with --save-rows: a data field (dotted for nested, e.g. task.dialog_id, ReDial's dialogue) "
+                        "whose value groups rows that are not independent; 'report --paired' resamples these "
+                        "groups (default: rows of one conversation, the same prompt)")
     o.add_argument("--no-plot", action="store_true")
     p.set_defaults(func=run)
 
@@ -155,6 +159,18 @@ def _align(path: str, preds, rows, keys: List[str], texts: list, prompts: list, 
                    f"{len(rows)} rows and {len(unique)} conversations; cannot align them")
 
 
+def _group_of(row, path: List[str]) -> str:
+    """The value of the dotted field ``path`` in a data row (kept by ``load_rows``), as a string."""
+    value = row.extra
+    for i, key in enumerate(path):
+        if not isinstance(value, dict) or key not in value:
+            raise CliError(f"{row.where}: --group-field {'.'.join(path)}: no field {'.'.join(path[:i + 1])!r}")
+        value = value[key]
+    if isinstance(value, (dict, list)) or value is None:
+        raise CliError(f"{row.where}: --group-field {'.'.join(path)}: expected a string or number, got {value!r:.60}")
+    return str(value)
+
+
 def _data_tag(path: str) -> str:
     """'redial-test' for .../redial/test.jsonl (the file name alone is often just 'test')."""
     p = os.path.abspath(path.rstrip("/"))
@@ -174,7 +190,12 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--k and --ks must be positive")
     t_start = time.time()
     fields = Fields(args.prompt_field, args.completion_field, args.seen_field, args.groundtruth_field)
-    rows = load_rows(args.data, fields, need_completion=args.from_data, split=args.split, limit=args.limit)
+    if args.group_field and not args.save_rows:
+        raise CliError("--group-field applies with --save-rows")
+    group_path = args.group_field.split(".") if args.group_field else []
+    rows = load_rows(args.data, fields, need_completion=args.from_data, split=args.split, limit=args.limit,
+                     keep=group_path[:1])
+    groups = [_group_of(r, group_path) for r in rows] if group_path else None
     catalog = read_catalog(args.catalog)
     keys = [r.prompt_key() for r in rows]
     unique = list(dict.fromkeys(keys))
@@ -246,10 +267,11 @@ def run(args: argparse.Namespace) -> int:
         files["generations.jsonl"] = "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in generations)
     if args.save_rows:  # evals is [sample][row] flattened, as pairs; conversation: a digest of the prompt
         conv = [hashlib.sha1(k.encode("utf-8")).hexdigest()[:16] for k in keys]
+        cluster = groups or conv
         files["rows.jsonl"] = "".join(
             json.dumps({"where": r.where, "sample": i // len(rows), "conversation": conv[i % len(rows)],
-                        "completion": c, "paper_hits": e.paper_hits, "rank_hits": e.rank_hits,
-                        "metrics": e.metrics}, ensure_ascii=False) + "\n"
+                        "cluster": cluster[i % len(rows)], "completion": c, "paper_hits": e.paper_hits,
+                        "rank_hits": e.rank_hits, "metrics": e.metrics}, ensure_ascii=False) + "\n"
             for i, ((r, c), e) in enumerate(zip(pairs, evals)))
     for fname, text in files.items():
         write_atomic(os.path.join(out, fname), text)

@@ -21,7 +21,8 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     p.add_argument("--paired", metavar="METRIC",
                    help="also compare the runs row by row on METRIC (e.g. rank/ndcg@20) from their rows.jsonl "
                         "(evaluate --save-rows): runs sharing a --names name are pooled (seeds of one arm), the "
-                        "first name is the baseline; mean difference with a bootstrap CI over conversations")
+                        "first name is the baseline; mean difference with a bootstrap CI over conversations (or "
+                        "evaluate's --group-field groups)")
     p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples for --paired (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed for --paired (default 0)")
     p.set_defaults(func=run)
@@ -114,19 +115,21 @@ def comparison_markdown(runs: Sequence[Dict], names: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _row_values(path: str, metric: str) -> Tuple[List[str], List[float]]:
-    """One run's rows.jsonl: each data row's conversation and ``metric``, the mean over the run's samples."""
+def _row_values(path: str, metric: str) -> Tuple[List[Tuple[str, str]], List[float]]:
+    """One run's rows.jsonl: each data row's (conversation, cluster) and ``metric``, the mean over the run's
+    samples. The cluster is evaluate's --group-field value, else the conversation."""
     d = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     rows_path = os.path.join(d, "rows.jsonl")
     if not os.path.isfile(rows_path):
         raise CliError(f"{d}: no rows.jsonl for --paired; evaluate with --save-rows (a run's generations.jsonl "
                        f"can be rescored: rank-grpo evaluate --predictions {d}/generations.jsonl --save-rows ...)")
-    by_sample: Dict[int, List[Tuple[str, float]]] = {}
+    by_sample: Dict[int, List[Tuple[Tuple[str, str], float]]] = {}
     with open(rows_path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             try:
                 rec = json.loads(line)
-                value, conv, sample = float(rec["metrics"][metric]), rec["conversation"], int(rec["sample"])
+                value, sample = float(rec["metrics"][metric]), int(rec["sample"])
+                conv = (rec["conversation"], rec.get("cluster", rec["conversation"]))
             except json.JSONDecodeError as e:
                 raise CliError(f"{rows_path}: line {n}: not valid JSON: {e}") from None
             except (KeyError, TypeError, ValueError):
@@ -150,7 +153,7 @@ def paired_markdown(paths: Sequence[str], names: Sequence[str], metric: str, res
     group's runs and samples); every group against the first with :func:`paired_difference`."""
     from ..recsys.evaluation import paired_difference
 
-    groups: Dict[str, List[Tuple[str, List[str], List[float]]]] = {}
+    groups: Dict[str, List[Tuple[str, List[Tuple[str, str]], List[float]]]] = {}
     for path, name in zip(paths, names):
         groups.setdefault(name, []).append((path, *_row_values(path, metric)))
     pooled = {}
@@ -158,21 +161,23 @@ def paired_markdown(paths: Sequence[str], names: Sequence[str], metric: str, res
     for name, runs in groups.items():
         for path, convs, _ in runs:
             if convs != ref_convs:
-                raise CliError(f"--paired: {path} scored other rows than {ref_path} (conversations or their "
-                               "order differ); compare evaluations of the same data")
+                raise CliError(f"--paired: {path} scored other rows than {ref_path} (conversations, their order "
+                               "or their --group-field differ); compare evaluations of the same data")
         pooled[name] = [sum(vals[i] for _, _, vals in runs) / len(runs) for i in range(len(ref_convs))]
     if len(groups) < 2:
         raise CliError("--paired needs runs of at least two groups (--names: the first name is the baseline)")
     base = names[0]
+    clusters = [cl for _, cl in ref_convs]
     lines = [f"Paired by row on {metric}: each group against {base} ({len(groups[base])} run(s)); "
-             f"{len(ref_convs)} rows of {len(set(ref_convs))} conversations; 95 % bootstrap CI over conversations "
-             f"({resamples} resamples, seed {seed})", "",
+             f"{len(ref_convs)} rows of {len({c for c, _ in ref_convs})} conversations; 95 % bootstrap CI "
+             f"resampling {len(set(clusters))} clusters (rows of one conversation, or of one --group-field value, "
+             f"move together; {resamples} resamples, seed {seed})", "",
              f"| group | runs | {metric} | {base} | mean difference | 95 % CI | rows better / worse / tied |",
              "|---|---|---|---|---|---|---|"]
     for name in groups:
         if name == base:
             continue
-        d = paired_difference(pooled[base], pooled[name], ref_convs, resamples=resamples, level=0.95, seed=seed)
+        d = paired_difference(pooled[base], pooled[name], clusters, resamples=resamples, level=0.95, seed=seed)
         lines.append(f"| {name} | {len(groups[name])} | {d['mean_other']:.4f} | {d['mean_base']:.4f} | "
                      f"{d['mean_diff']:+.4f} | [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] | "
                      f"{d['better']} / {d['worse']} / {d['tied']} |")
