@@ -104,6 +104,8 @@ EVAL_SPLITS = ("val", "test")  # the held-out splits the SFT start and the refer
 FLAT_TOL = 0.02  # a curve is flat from the first step after which it never rises more than this above its best
 REFERENCE_DRAWS = 16  # random / oracle lists drawn per conversation for the reference rows
 BASELINES = ("popularity", "item_knn")  # rank_grpo_plugin.tasks.redial.BASELINES, without importing torch here
+# rows that are not independent, per task, for paired comparisons: a ReDial dialogue's turns share its opening
+GROUP_FIELD = {"redial": ["--group-field", "task.dialog_id"]}
 MARKER = "RANK_GRPO_LEARNING_RUN"  # environment marker of one launcher run (its processes are killed by it)
 
 
@@ -460,7 +462,7 @@ class Bench:
         """``rank-grpo evaluate`` of ``model`` on a split: EVAL_SAMPLES sampled lists (T = 1) per conversation with
         the base's backend -- HF generate in one thread, or vLLM -- deterministic for a given model and seed; the
         summary of metrics.json. Its rows.jsonl (every list's metrics) stays in ``dest`` for paired comparisons
-        (``rank-grpo report --paired``)."""
+        (``rank-grpo report --paired``; a ReDial row's group is its dialogue)."""
         task = self.out / "task"
         env = {**self.env, "RANK_GRPO_PROGRESS": "0"}
         if self.base["backend"] == "hf":
@@ -471,7 +473,8 @@ class Bench:
         rc = self.sh(["rank-grpo", "evaluate", "--model", model, "--data", task / f"{split}.jsonl", "--catalog",
                       task / "catalog.jsonl", *backend, "--max-new-tokens", self.shared["max_new_tokens"],
                       "--temperature", "1.0", "--num-samples", EVAL_SAMPLES, "--seed", "0", "--no-plot",
-                      "--save-rows", "--out", dest], dest.with_suffix(".log"), env=env)
+                      "--save-rows", *GROUP_FIELD.get(self.a.task, []), "--out", dest], dest.with_suffix(".log"),
+                     env=env)
         if rc:
             raise RuntimeError(f"rank-grpo evaluate failed (exit {rc}): see {dest.with_suffix('.log')}")
         m = json.loads((dest / "metrics.json").read_text())

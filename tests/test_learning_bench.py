@@ -291,6 +291,13 @@ def test_a_smollm2_start_trains_with_its_own_settings_and_is_not_kept(tmp_path, 
     cmd, env = calls[-1]
     assert cmd[cmd.index("--backend") + 1] == "vllm" and "--batch-size" not in cmd and "OMP_NUM_THREADS" not in env
     assert cmd[cmd.index("--max-new-tokens") + 1] == "280" and ev["metrics"]["rank/ndcg@20"] == [0.5, None]
+    # every evaluation keeps its per-row metrics; a ReDial row's group (for paired comparisons) is its dialogue
+    assert "--save-rows" in cmd and "--group-field" not in cmd
+    b.a.task = "redial"
+    b.evaluate(tmp_path / "runs" / "sft", "test", tmp_path / "ev_redial")
+    cmd = calls[-1][0]
+    assert cmd[cmd.index("--group-field") + 1] == "task.dialog_id"
+    b.a.task = "synth"
     assert b.recipe("rank", 1e-4, 1, tmp_path / "r").prompt_max_len == 1024
     b.save()
     assert json.loads((tmp_path / "rec.json").read_text())["protocol"]["base"] == "smollm2"
