@@ -207,19 +207,17 @@ def run(args: argparse.Namespace) -> int:
               "truncate_first": args.truncate_first, "rows": len(rows), "conversations": len(unique)}
     timing: Dict[str, Optional[float]] = {"generation_s": None}
     generations = None
-    sample_completions: Optional[List[List[str]]] = None
+    per_sample: List[List[str]]  # the lists to score, [sample][row]
     if (args.temperature != 0 or args.num_samples != 1) and not args.model:
         raise CliError("--temperature / --num-samples apply to --model generation only (--predictions takes N "
                        "sampled lists per record as a list of N strings)")
     if args.from_data:
-        completions = [r.completion or "" for r in rows]
+        per_sample = [[r.completion or "" for r in rows]]
         config["predictions"] = f"{args.data} [{args.completion_field}]"
         name = args.name or f"{_data_tag(args.data)}-{args.completion_field}"
     elif args.predictions:
-        sample_completions = _read_predictions(args.predictions, rows, keys, args.prompt_field,
-                                               args.completion_field)
-        completions = sample_completions[0]
-        config.update(predictions=args.predictions, num_samples=len(sample_completions))
+        per_sample = _read_predictions(args.predictions, rows, keys, args.prompt_field, args.completion_field)
+        config.update(predictions=args.predictions, num_samples=len(per_sample))
         name = args.name or os.path.splitext(os.path.basename(args.predictions))[0]
     else:
         from .generate import generate_samples, resolve_model
@@ -232,8 +230,7 @@ def run(args: argparse.Namespace) -> int:
         timing["generation_s"] = time.time() - t0
         timing["lists_per_s"] = len(unique) * args.num_samples / max(timing["generation_s"], 1e-9)
         by_key = dict(zip(unique, texts))
-        sample_completions = [[by_key[k][s] for k in keys] for s in range(args.num_samples)]
-        completions = sample_completions[0]
+        per_sample = [[by_key[k][s] for k in keys] for s in range(args.num_samples)]
         generations = [{args.prompt_field: first_row[k].prompt,
                         args.completion_field: by_key[k][0] if args.num_samples == 1 else by_key[k]}
                        for k in unique]
@@ -245,7 +242,6 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     truncate = args.k if args.truncate_first else None
-    per_sample = sample_completions if sample_completions is not None else [completions]
     pairs = [(row, text) for texts in per_sample for row, text in zip(rows, texts)]
     evals = []
     for row, text in progress(pairs, "evaluate", unit="list"):
