@@ -101,8 +101,16 @@ def run_cmd(base_env, tmp_path_factory):
 def sitecustomize(base_env, tmp_path_factory):
     """sitecustomize(code) -> environment overrides for :func:`run_cmd` that run ``code`` at the start of every
     Python process of a command (its DeepSpeed ranks and Ray's workers inherit the environment): a fault injected
-    at an exact point of a run instead of a race against it. A ``sitecustomize`` it shadows on the path (base_env's
+    at an exact point of a run instead of a race against it. ``code`` may call ``stop_here(why)``: the process
+    writes "TEST FAULT: pid N stops <why>" to stderr and stops itself (SIGSTOP), for the test to kill the run
+    (``kill_when=lambda out: "TEST FAULT" in out``). A ``sitecustomize`` it shadows on the path (base_env's
     throwaway one) still runs after it."""
+    prelude = (
+        "import os as _os, signal as _signal, sys as _sys\n\n\n"
+        "def stop_here(why):\n"
+        "    _sys.stderr.write(f'TEST FAULT: pid {_os.getpid()} stops {why}\\n')\n"
+        "    _sys.stderr.flush()\n"
+        "    _os.kill(_os.getpid(), _signal.SIGSTOP)\n")
 
     def make(code: str) -> dict:
         site = tmp_path_factory.mktemp("fault_site")
@@ -113,7 +121,7 @@ def sitecustomize(base_env, tmp_path_factory):
             "[p for p in _s.path if _os.path.abspath(p or '.') != _here])\n"
             "if _spec is not None:\n"
             "    _spec.loader.exec_module(_u.module_from_spec(_spec))\n")
-        (site / "sitecustomize.py").write_text(code + chain)
+        (site / "sitecustomize.py").write_text(prelude + code + chain)
         path = [str(site), base_env.get("PYTHONPATH", "")]
         return {"PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep)}
 

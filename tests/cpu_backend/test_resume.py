@@ -1,8 +1,9 @@
 """Resume after a kill, through OpenRLHF's real launcher on CPU with Rank-GRPO: a run that checkpoints every 2 steps
 (`--ckpt.save_steps 2`) is killed with SIGKILL (its process group and every process it started) after step 3, and
 restarted with the same command plus `--ckpt.load_enable`. The kill point is exact: a ``sitecustomize`` in the
-first run's environment stops the trainer (SIGSTOP) once it has logged step 3, before step 4 can start. It is also the suite's Rank-GRPO launcher run: both halves
-pass `test_cpu_launcher.check_rank_grpo_run` (K = 10, the legacy estimator flag, per-rank metrics, TensorBoard).
+first run's environment stops the trainer (SIGSTOP) once it has logged step 3, before step 4 can start. It is also
+the suite's Rank-GRPO launcher run: both halves pass `test_cpu_launcher.check_rank_grpo_run` (K = 10, the legacy
+estimator flag, per-rank metrics, TensorBoard).
 
 What OpenRLHF's resume gives, against numbers worked out from the episode plan (6 prompts, 2 per step, 8 samples per
 step = one optimizer step per global step, 2 episodes: 6 steps):
@@ -37,15 +38,13 @@ pytestmark = [pytest.mark.slow,
 # the trainer module's logger, after OpenRLHF's own. (A patched trainer method would not do: the class `@ray.remote`
 # builds holds its own copy of every method, inherited ones too, made when the driver imports the module.)
 STOP_AFTER_STEP3 = """
-import logging, os, signal, sys
+import logging
 from rank_grpo_plugin.hooks import when_imported
 
 class _StopAfterStep3(logging.Handler):
     def emit(self, record):
         if "Global step 3:" in record.getMessage():
-            sys.stderr.write(f"TEST FAULT: trainer pid {os.getpid()} stops after step 3\\n")
-            sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGSTOP)
+            stop_here("after step 3")
 
 when_imported("openrlhf.trainer.ppo_trainer", lambda trainer: trainer.logger.addHandler(_StopAfterStep3()))
 """

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.slow,
 
 # The first run's rank stops itself once DeepSpeed has written the step-4 checkpoint (`latest` is its last file).
 STOP_AFTER_STEP4 = """
-import os, signal, sys
+import os
 from rank_grpo_plugin.hooks import when_imported
 
 def _stop_after_step4(engine):
@@ -45,9 +45,7 @@ def _stop_after_step4(engine):
         out = save(self, save_dir, *args, **kwargs)
         latest = os.path.join(save_dir, "latest")
         if os.path.isfile(latest) and open(latest).read().strip() == "global_step4":
-            sys.stderr.write(f"TEST FAULT: rank pid {os.getpid()} stops after the step-4 checkpoint\\n")
-            sys.stderr.flush()
-            os.kill(os.getpid(), signal.SIGSTOP)
+            stop_here("after the step-4 checkpoint")
         return out
 
     engine.DeepSpeedEngine.save_checkpoint = save_checkpoint
