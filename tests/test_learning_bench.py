@@ -405,7 +405,7 @@ def test_runs_need_an_installed_plugin():
     assert "rank_grpo_plugin is not installed" in str(e.value) and "pip install -e" in str(e.value)
 
 
-@pytest.mark.slow  # two subprocesses
+@pytest.mark.slow  # three subprocesses
 def test_a_rerun_keeps_the_logs_it_would_overwrite(tmp_path):
     """Bench.sh run three times into one log (a killed SFT resumed, a failed RL run retried): the last run's output
     is the log, the earlier ones are kept as NAME.1.log, NAME.2.log, and the exit codes come back."""
@@ -421,6 +421,7 @@ def test_a_rerun_keeps_the_logs_it_would_overwrite(tmp_path):
     assert out == {"train.1.log": "run 1", "train.2.log": "run 2", "train.log": "run 3"}
 
 
+@pytest.mark.slow  # two subprocesses
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_ends_the_run_and_what_it_started(tmp_path, sig):
     """learning.py started in the background (SIGINT ignored, as a non-interactive shell's `&` leaves it): SIGINT or
