@@ -129,7 +129,7 @@ def _row_values(path: str, metric: str) -> Tuple[List[Tuple[str, str]], List[flo
             try:
                 rec = json.loads(line)
                 value, sample = float(rec["metrics"][metric]), int(rec["sample"])
-                conv = (rec["conversation"], rec.get("cluster", rec["conversation"]))
+                ident = (rec["conversation"], rec.get("cluster", rec["conversation"]))
             except json.JSONDecodeError as e:
                 raise CliError(f"{rows_path}: line {n}: not valid JSON: {e}") from None
             except (KeyError, TypeError, ValueError):
@@ -137,14 +137,14 @@ def _row_values(path: str, metric: str) -> Tuple[List[Tuple[str, str]], List[flo
                 raise CliError(f"{rows_path}: line {n}: no numeric metrics[{metric!r}] / conversation / sample (a "
                                f"rows.jsonl of an older evaluate?); metrics there: {', '.join(known) or 'none'}"
                                ) from None
-            by_sample.setdefault(sample, []).append((conv, value))
+            by_sample.setdefault(sample, []).append((ident, value))
     if not by_sample:
         raise CliError(f"{rows_path}: no rows")
     samples = [by_sample[k] for k in sorted(by_sample)]
-    convs = [c for c, _ in samples[0]]
-    if any([c for c, _ in rows] != convs for rows in samples[1:]):
+    idents = [i for i, _ in samples[0]]
+    if any([i for i, _ in rows] != idents for rows in samples[1:]):
         raise CliError(f"{rows_path}: its samples do not cover the same rows")
-    return convs, [sum(rows[i][1] for rows in samples) / len(samples) for i in range(len(convs))]
+    return idents, [sum(rows[j][1] for rows in samples) / len(samples) for j in range(len(idents))]
 
 
 def paired_markdown(paths: Sequence[str], names: Sequence[str], metric: str, resamples: int = 10_000,
@@ -153,23 +153,23 @@ def paired_markdown(paths: Sequence[str], names: Sequence[str], metric: str, res
     group's runs and samples); every group against the first with :func:`paired_difference`."""
     from ..recsys.evaluation import paired_difference
 
+    if len(set(names)) < 2:
+        raise CliError("--paired needs runs of at least two groups (--names: the first name is the baseline)")
     groups: Dict[str, List[Tuple[str, List[Tuple[str, str]], List[float]]]] = {}
     for path, name in zip(paths, names):
         groups.setdefault(name, []).append((path, *_row_values(path, metric)))
     pooled = {}
-    ref_path, ref_convs = paths[0], groups[names[0]][0][1]
+    ref_path, ref_idents = paths[0], groups[names[0]][0][1]
     for name, runs in groups.items():
-        for path, convs, _ in runs:
-            if convs != ref_convs:
+        for path, idents, _ in runs:
+            if idents != ref_idents:
                 raise CliError(f"--paired: {path} scored other rows than {ref_path} (conversations, their order "
                                "or their --group-field differ); compare evaluations of the same data")
-        pooled[name] = [sum(vals[i] for _, _, vals in runs) / len(runs) for i in range(len(ref_convs))]
-    if len(groups) < 2:
-        raise CliError("--paired needs runs of at least two groups (--names: the first name is the baseline)")
+        pooled[name] = [sum(vals[i] for _, _, vals in runs) / len(runs) for i in range(len(ref_idents))]
     base = names[0]
-    clusters = [cl for _, cl in ref_convs]
+    clusters = [cl for _, cl in ref_idents]
     lines = [f"Paired by row on {metric}: each group against {base} ({len(groups[base])} run(s)); "
-             f"{len(ref_convs)} rows of {len({c for c, _ in ref_convs})} conversations; 95 % bootstrap CI "
+             f"{len(ref_idents)} rows of {len({c for c, _ in ref_idents})} conversations; 95 % bootstrap CI "
              f"resampling {len(set(clusters))} clusters (rows of one conversation, or of one --group-field value, "
              f"move together; {resamples} resamples, seed {seed})", "",
              f"| group | runs | {metric} | {base} | mean difference | 95 % CI | rows better / worse / tied |",
